@@ -1,0 +1,1 @@
+"""Decoding of raw media (audio, text, video) into arrays the extractors take."""

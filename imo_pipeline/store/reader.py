@@ -1,0 +1,188 @@
+"""Reading a store: all complete parts seen as one table of utterances."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import zarr
+
+from ..errors import StoreError
+from .layout import PART_RE, StoreMeta
+
+
+@dataclass
+class PartStatus:
+    name: str
+    index: int
+    status: str          # "complete", "writing" (incomplete) or "missing"
+    n_expected: int
+    n_committed: int
+    frames: int
+    failed: dict[str, str]
+    locked: bool = False
+
+
+class _Part:
+    def __init__(self, group: zarr.Group, n: int, frames: int):
+        self.values = group["values"]
+        self.offsets = np.asarray(group["offsets"][: n + 1])
+        self.ids = [str(x) for x in group["ids"][:n]] if n else []
+        self.pooled_arr = group["pooled"]
+        self.n, self.frames = n, frames
+
+
+class EmbeddingStore:
+    """A store opened for reading.
+
+    Only complete parts are read (``allow_incomplete=True`` also reads the
+    committed rows of parts still being written). Utterance order: parts in
+    index order, and write order inside a part.
+    """
+
+    def __init__(self, path: str | Path, allow_incomplete: bool = False):
+        self.path = str(path)
+        if "://" not in self.path and not Path(self.path).exists():
+            raise StoreError(f"store {self.path} does not exist; run `imo extract` first or fix the path")
+        try:
+            self.root = zarr.open_group(self.path, mode="r")
+            self.meta = StoreMeta.from_attrs(dict(self.root.attrs))
+        except (KeyError, FileNotFoundError, ValueError, TypeError) as e:
+            raise StoreError(f"{self.path} is not an imo embedding store ({e!r})") from None
+        self.parts_status = self._scan()
+        self._parts: list[_Part] = []
+        for st in self.parts_status:
+            if st.status == "complete" or (allow_incomplete and st.status == "writing"):
+                self._parts.append(_Part(self.root[st.name], st.n_committed, st.frames))
+        self.ids: list[str] = [i for p in self._parts for i in p.ids]
+        self._index = {uid: k for k, uid in enumerate(self.ids)}
+        self._where = [(pi, j) for pi, p in enumerate(self._parts) for j in range(p.n)]
+
+    def _scan(self) -> list[PartStatus]:
+        n_parts = self.meta.n_parts
+        found: dict[int, PartStatus] = {}
+        for name in sorted(self.root.group_keys()):
+            m = PART_RE.match(name)
+            if not m:
+                continue
+            i, n = int(m.group(1)), int(m.group(2))
+            g = self.root[name]
+            a = dict(g.attrs)
+            if n != n_parts:
+                raise StoreError(f"{self.path}/{name} belongs to a {n}-part job but the store has {n_parts} parts")
+            locked = "://" not in self.path and os.path.exists(os.path.join(self.path, f"{name}.lock"))
+            found[i] = PartStatus(name, i, a.get("status", "writing"), a["n_expected"], a["committed"]["n"],
+                                  a["committed"]["frames"], a.get("failed", {}), locked)
+        return [found.get(i) or PartStatus(f"part-{i:05d}-of-{n_parts:05d}", i, "missing", 0, 0, 0, {})
+                for i in range(n_parts)]
+
+    # --- description -------------------------------------------------------
+    @property
+    def modality(self) -> str:
+        return self.meta.modality
+
+    @property
+    def n_layers(self) -> int:
+        return self.meta.n_layers
+
+    @property
+    def dim(self) -> int:
+        return self.meta.dim
+
+    @property
+    def complete(self) -> bool:
+        return all(p.status == "complete" for p in self.parts_status)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {k: v for p in self.parts_status for k, v in p.failed.items()}
+
+    @property
+    def n_frames(self) -> int:
+        return sum(p.frames for p in self._parts)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of values + pooled once loaded into memory."""
+        L, D = self.n_layers, self.dim
+        return self.n_frames * L * D * 2 + len(self) * L * D * 4
+
+    def size_on_disk(self) -> int:
+        if "://" in self.path:
+            return 0
+        return sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self._index
+
+    def index_of(self, uid: str) -> int:
+        try:
+            return self._index[uid]
+        except KeyError:
+            raise StoreError(f"utterance {uid!r} is not in store {self.path} (failed or not yet extracted?)") from None
+
+    # --- access --------------------------------------------------------------
+    def lengths(self) -> np.ndarray:
+        """Frames per utterance, int64 ``[n]``."""
+        if not self._parts:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([np.diff(p.offsets) for p in self._parts])
+
+    def get(self, key: str | int) -> np.ndarray:
+        """One utterance's values, float16 ``[T, L, D]``, by id or index."""
+        i = self.index_of(key) if isinstance(key, str) else int(key)
+        pi, j = self._where[i]
+        p = self._parts[pi]
+        return np.asarray(p.values[p.offsets[j]:p.offsets[j + 1]])
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(id, values) for every utterance, reading a whole shard at a time."""
+        for p in self._parts:
+            rows = p.values.shards[0]
+            lo = 0
+            while lo < p.n:
+                end_frame = min(p.frames, (p.offsets[lo] // rows + 1) * rows)
+                hi = max(lo + 1, int(np.searchsorted(p.offsets, end_frame, side="right")) - 1)
+                hi = min(hi, p.n)
+                block = np.asarray(p.values[p.offsets[lo]:p.offsets[hi]])
+                for j in range(lo, hi):
+                    yield p.ids[j], block[p.offsets[j] - p.offsets[lo]:p.offsets[j + 1] - p.offsets[lo]]
+                lo = hi
+
+    def pooled(self) -> np.ndarray:
+        """Mean over frames for every utterance, float32 ``[n, L, D]``."""
+        if not self._parts:
+            return np.zeros((0, self.n_layers, self.dim), dtype=np.float32)
+        return np.concatenate([np.asarray(p.pooled_arr[: p.n]) for p in self._parts])
+
+    def load_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values float16 ``[frames, L, D]``, offsets int64 ``[n + 1]``) of all utterances in memory."""
+        vals = [np.asarray(p.values[: p.frames]) for p in self._parts]
+        values = np.concatenate(vals) if vals else np.zeros((0, self.n_layers, self.dim), np.float16)
+        return values, self.global_offsets()
+
+    def global_offsets(self) -> np.ndarray:
+        offs, base = [np.zeros(1, dtype=np.int64)], 0
+        for p in self._parts:
+            offs.append(p.offsets[1:] + base)
+            base += p.frames
+        return np.concatenate(offs)
+
+    def to_dask(self):
+        """Values as one dask array ``[frames, L, D]`` (a dask chunk per Zarr shard) and global offsets."""
+        import dask.array as da
+
+        arrays = [da.from_zarr(p.values, chunks=p.values.shards)[: p.frames] for p in self._parts]
+        values = da.concatenate(arrays) if arrays else da.zeros((0, self.n_layers, self.dim), dtype=np.float16)
+        return values, self.global_offsets()
+
+
+def open_store(path: str | Path, allow_incomplete: bool = False) -> EmbeddingStore:
+    """Open a store for reading; see EmbeddingStore."""
+    return EmbeddingStore(path, allow_incomplete)
