@@ -1,0 +1,1 @@
+"""Thin CLI commands: parse options -> build from config -> call library code."""
