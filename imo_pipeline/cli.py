@@ -27,8 +27,9 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
 
 
 def _register() -> None:
-    from .commands import inspect
+    from .commands import extract, inspect
 
+    app.command()(extract.extract)
     app.command()(inspect.inspect)
 
 

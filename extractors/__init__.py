@@ -1,0 +1,52 @@
+"""Frozen encoders that turn decoded media into per-utterance ``[T, L, D]`` embeddings.
+
+One module per encoder family, registered by name with ``@register_extractor``.
+An encoder is named on the command line as a registered family (``fbank``),
+``family:source`` (``fabnet:ckpt.pth``), or a hub id / local folder, which goes
+to the modality's ``transformers`` family (``hf-audio``, ``hf-text``, ``hf-vision``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imo_pipeline.errors import ConfigError
+from imo_pipeline.registry import Registry
+
+EXTRACTORS: Registry = Registry("extractor")
+register_extractor = EXTRACTORS.register
+DEFAULT_FAMILY = {"audio": "hf-audio", "text": "hf-text", "video": "hf-vision"}
+
+from .base import Extractor, ExtractorConfig  # noqa: E402
+from . import audio_ssl, fbank  # noqa: E402,F401  (registration)
+
+
+def parse_encoder(text: str, modality: str) -> tuple[str, str | None]:
+    """``fbank`` -> (fbank, None); ``fabnet:ck.pth`` -> (fabnet, ck.pth); ``facebook/wav2vec2-base`` -> (hf-audio, ...)."""
+    if text in EXTRACTORS:
+        return text, None
+    family, sep, source = text.partition(":")
+    if sep and family in EXTRACTORS:
+        return family, source
+    if modality not in DEFAULT_FAMILY:
+        raise ConfigError(f"unknown modality {modality!r}")
+    return DEFAULT_FAMILY[modality], text
+
+
+def build_extractor(config: dict[str, Any] | str, modality: str | None = None, **options: Any) -> Extractor:
+    """An extractor from a stored config dict (with ``type``) or an encoder name plus options."""
+    if isinstance(config, str):
+        if modality is None:
+            raise ConfigError("an encoder name needs its modality")
+        family, source = parse_encoder(config, modality)
+        config = {"type": family, "source": source, **{k: v for k, v in options.items() if v is not None}}
+    else:
+        config = {**config, **{k: v for k, v in options.items() if v is not None}}
+    cls = EXTRACTORS.get(config["type"])
+    if modality is not None and cls.modality != modality:
+        raise ConfigError(f"encoder {config['type']!r} is a {cls.modality} encoder, not {modality}; "
+                          f"{modality} encoders: {', '.join(n for n in EXTRACTORS.names() if EXTRACTORS.get(n).modality == modality)}")
+    return cls(cls.Config.from_dict(config))
+
+
+__all__ = ["EXTRACTORS", "register_extractor", "Extractor", "ExtractorConfig", "build_extractor", "parse_encoder"]

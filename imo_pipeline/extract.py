@@ -1,0 +1,182 @@
+"""The extraction driver: manifest shard -> frozen encoder -> one store part.
+
+Batches are planned once over the whole part (sorted by length, sized by a
+budget in the extractor's unit), so a resumed job re-runs exactly the batches
+an uninterrupted one would and produces identical values. Media for the next
+batches is decoded in a background thread while the model runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tqdm import tqdm
+
+from .errors import MediaError
+from .manifest import Manifest, ShardSpec, Utterance
+from .store import PartWriter, StoreMeta
+
+PREFETCH = 2  # batches decoded ahead of the model
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    shard: ShardSpec
+    done: int = 0                 # extracted by this run
+    skipped: int = 0              # already in the store
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> {path, reason}
+    amount: float = 0.0           # seconds / tokens / frames processed by this run
+    seconds: float = 0.0          # wall time
+    errors_file: str | None = None
+
+    def summary(self, unit: str) -> str:
+        rate = self.amount / self.seconds if self.seconds else 0.0
+        line = (f"part {self.shard}: done {self.done}, already present {self.skipped}, failed {len(self.failed)} "
+                f"({self.amount:.1f} {unit} in {self.seconds:.1f} s, {rate:.1f} {unit}/s)")
+        if self.failed:
+            line += f"; failures listed in {self.errors_file}"
+        return line
+
+
+def errors_path(store: str | Path, shard: ShardSpec) -> Path:
+    """``cache/audio.errors.jsonl`` (or ``cache/audio.part-00001-of-00004.errors.jsonl``) beside the store."""
+    p = Path(str(store).rstrip("/"))
+    stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.name
+    suffix = "" if shard.count == 1 else f".{shard.name}"
+    return p.parent / f"{stem}{suffix}.errors.jsonl"
+
+
+def plan_batches(sizes: dict[str, float], budget: float, batching: str) -> list[list[str]]:
+    """Group ids sorted by (size, id) so that ``len(batch) * max size <= budget`` (at least one per batch)."""
+    order = sorted(sizes, key=lambda k: (sizes[k], k))
+    if batching == "single" or budget <= 0:
+        return [[k] for k in order]
+    batches: list[list[str]] = []
+    cur: list[str] = []
+    for k in order:
+        if cur and (len(cur) + 1) * sizes[k] > budget:
+            batches.append(cur)
+            cur = []
+        cur.append(k)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def store_meta(extractor, manifest: Manifest, shard: ShardSpec) -> StoreMeta:
+    return StoreMeta(
+        modality=extractor.modality, encoder=extractor.config_dict(), encoder_fingerprint=extractor.fingerprint(),
+        layers=list(extractor.layers), dim=int(extractor.dim), frame_rate=extractor.frame_rate,
+        manifest_fingerprint=manifest.fingerprint, n_parts=shard.count,
+    )
+
+
+def _decode(extractor, manifest: Manifest, utts: list[Utterance]) -> list[tuple[Utterance, Any, str | None]]:
+    out = []
+    for u in utts:
+        try:
+            out.append((u, extractor.load(u, manifest), None))
+        except MediaError as e:
+            out.append((u, None, str(e)))
+        except Exception as e:  # a decoder bug must not sink the batch job
+            out.append((u, None, f"{type(e).__name__}: {e}"))
+    return out
+
+
+def _embed_safely(extractor, items: list[tuple[Utterance, Any]]) -> Iterator[tuple[Utterance, Any, str | None]]:
+    """Embed a batch; if it fails, retry item by item so only the bad utterance fails."""
+    try:
+        for (u, _), emb in zip(items, extractor.embed([m for _, m in items])):
+            yield u, emb, None
+        return
+    except Exception as batch_error:
+        if len(items) == 1:
+            yield items[0][0], None, f"encoder failed: {type(batch_error).__name__}: {batch_error}"
+            return
+    for u, m in items:
+        yield from _embed_safely(extractor, [(u, m)])
+
+
+def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = ShardSpec(),
+            budget: float | None = None, progress: bool = True, chunk_mb: float = 4, shard_mb: float = 128,
+            on_batch: Callable[[int, float], None] | None = None) -> ExtractResult:
+    """Extract ``shard`` of ``manifest`` with ``extractor`` into the store ``out``; resumes a partial part.
+
+    Per-utterance problems (missing/corrupt/empty media, encoder errors) are
+    collected, written to the errors file beside the store and returned; they
+    never stop the job. ``budget`` is the batch size in the extractor's unit.
+    """
+    t0 = time.perf_counter()
+    utts = manifest.shard(shard)
+    by_id = {u.id: u for u in utts}
+    result = ExtractResult(str(out), shard, errors_file=str(errors_path(out, shard)))
+    if budget is None:
+        budget = extractor.default_budget * (4 if extractor.device.type != "cpu" else 1)
+
+    with PartWriter(out, shard, store_meta(extractor, manifest, shard), [u.id for u in utts],
+                    chunk_mb=chunk_mb, shard_mb=shard_mb) as writer:
+        result.skipped = len(writer.done_ids)
+        sizes: dict[str, float] = {}
+        for u in utts:
+            try:
+                sizes[u.id] = extractor.measure(u, manifest)
+            except Exception as e:
+                if u.id not in writer.done_ids:
+                    result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": str(e)}
+        batches = [b for b in plan_batches(sizes, budget, extractor.batching)
+                   if any(k not in writer.done_ids for k in b)]
+        todo = sum(k not in writer.done_ids for b in batches for k in b)
+        bar = tqdm(total=todo, unit="utt", desc=f"{extractor.modality} {shard}", disable=not progress,
+                   dynamic_ncols=True)
+        with ThreadPoolExecutor(1, thread_name_prefix="imo-decode") as pool:
+            pending = [pool.submit(_decode, extractor, manifest, [by_id[k] for k in b]) for b in batches[:PREFETCH]]
+            for i in range(len(batches)):
+                decoded = pending.pop(0).result()
+                if i + PREFETCH < len(batches):
+                    pending.append(pool.submit(_decode, extractor, manifest, [by_id[k] for k in batches[i + PREFETCH]]))
+                ok = []
+                for u, media, err in decoded:
+                    if err is not None:
+                        result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
+                    else:
+                        ok.append((u, media))
+                n_new, amount = 0, 0.0
+                for u, emb, err in _embed_safely(extractor, ok) if ok else ():
+                    if u.id in writer.done_ids:
+                        continue  # batch-mate of a missing utterance, already stored
+                    if err is not None:
+                        result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
+                        continue
+                    writer.add(u.id, emb)
+                    n_new += 1
+                    amount += sizes[u.id]
+                writer.commit()
+                result.done += n_new
+                result.amount += amount
+                bar.update(n_new + sum(1 for k in batches[i] if k in result.failed))
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix_str(f"{result.amount / elapsed:.1f} {extractor.unit}/s", refresh=False)
+                if on_batch:
+                    on_batch(n_new, amount)
+        bar.close()
+        writer.finish({k: v["reason"] for k, v in result.failed.items()})
+    result.seconds = time.perf_counter() - t0
+    _write_errors(result)
+    return result
+
+
+def _write_errors(result: ExtractResult) -> None:
+    path = Path(result.errors_file)
+    if not result.failed:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for uid, info in result.failed.items():
+            f.write(json.dumps({"id": uid, **info}, ensure_ascii=False) + "\n")
