@@ -1,0 +1,45 @@
+"""Shared fixtures: generated audio sets and tiny speech models (helpers live in audio_utils.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(2)
+
+from audio_utils import save_tiny_speech_model, tone, write_manifest_lines  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Folders of tiny wav2vec2 (layer and group norm), HuBERT, WavLM and data2vec-audio models."""
+    root = tmp_path_factory.mktemp("models")
+    specs = {"wav2vec2": ("wav2vec2", "layer"), "wav2vec2-group": ("wav2vec2", "group"),
+             "hubert": ("hubert", "layer"), "wavlm": ("wavlm", "layer"), "data2vec-audio": ("data2vec-audio", "layer")}
+    return {name: save_tiny_speech_model(root / name, kind, norm) for name, (kind, norm) in specs.items()}
+
+
+@pytest.fixture
+def audio_set(tmp_path) -> tuple[Path, list[dict]]:
+    """A manifest over wav/flac/ogg files at 8/16/22.05/44.1 kHz, mono and stereo, plus segments of one long file."""
+    media = tmp_path / "media"
+    media.mkdir()
+    lines = []
+    formats = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("wav", 8000, 2), ("flac", 16000, 1)]
+    for i, (ext, sr, ch) in enumerate(formats * 2):
+        name = f"clip{i}.{ext}"
+        sf.write(media / name, tone(0.4 + 0.37 * i, sr, 150 + 20 * i, ch, seed=i), sr)
+        lines.append({"id": f"clip{i}", "label": ["ang", "hap", "neu", "sad"][i % 4], "split": "train",
+                      "audio": {"path": f"media/{name}"}})
+    sf.write(media / "session.wav", tone(12.0, 16000, 180, 2, seed=99), 16000)
+    for j, (s, e) in enumerate([(0.0, 1.5), (1.5, 4.2), (5.0, 5.3), (6.0, 11.9)]):
+        lines.append({"id": f"seg{j}", "label": "neu", "split": "test",
+                      "audio": {"path": "media/session.wav", "start": s, "end": e}})
+    return write_manifest_lines(tmp_path / "manifest.jsonl", lines), lines
