@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
 from tqdm import tqdm
 
 from .errors import MediaError
 from .manifest import Manifest, ShardSpec, Utterance
 from .store import PartWriter, StoreMeta
 
-PREFETCH = 2  # batches decoded ahead of the model
+PREFETCH = 2  # batches decoded ahead of the model streams
 
 
 @dataclass
@@ -103,14 +105,36 @@ def _embed_safely(extractor, items: list[tuple[Utterance, Any]]) -> Iterator[tup
         yield from _embed_safely(extractor, [(u, m)])
 
 
+def default_streams(extractor) -> tuple[int, int]:
+    """(concurrent model streams, intra-op threads each). On CPU, one single-threaded stream per
+    core beats one multi-threaded stream (~1.35x for wav2vec2-base on 2 cores); GPUs get one stream."""
+    if extractor.device.type != "cpu":
+        return 1, torch.get_num_threads()
+    cores = torch.get_num_threads()
+    streams = min(cores, 8)
+    return streams, max(1, cores // streams)
+
+
+@contextmanager
+def _intra_op_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = ShardSpec(),
             budget: float | None = None, progress: bool = True, chunk_mb: float = 4, shard_mb: float = 128,
-            on_batch: Callable[[int, float], None] | None = None) -> ExtractResult:
+            streams: int | None = None, on_batch: Callable[[int, float], None] | None = None) -> ExtractResult:
     """Extract ``shard`` of ``manifest`` with ``extractor`` into the store ``out``; resumes a partial part.
 
     Per-utterance problems (missing/corrupt/empty media, encoder errors) are
     collected, written to the errors file beside the store and returned; they
-    never stop the job. ``budget`` is the batch size in the extractor's unit.
+    never stop the job. ``budget`` is the batch size in the extractor's unit;
+    ``streams`` batches run through the model at once (default: see
+    ``default_streams``). Results are written in plan order whatever finishes first.
     """
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
@@ -118,6 +142,9 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     result = ExtractResult(str(out), shard, errors_file=str(errors_path(out, shard)))
     if budget is None:
         budget = extractor.default_budget * (4 if extractor.device.type != "cpu" else 1)
+    n_streams, threads = default_streams(extractor)
+    if streams is not None:
+        n_streams, threads = streams, max(1, torch.get_num_threads() // streams)
 
     with PartWriter(out, shard, store_meta(extractor, manifest, shard), [u.id for u in utts],
                     chunk_mb=chunk_mb, shard_mb=shard_mb) as writer:
@@ -134,20 +161,31 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
         todo = sum(k not in writer.done_ids for b in batches for k in b)
         bar = tqdm(total=todo, unit="utt", desc=f"{extractor.modality} {shard}", disable=not progress,
                    dynamic_ncols=True)
-        with ThreadPoolExecutor(1, thread_name_prefix="imo-decode") as pool:
-            pending = [pool.submit(_decode, extractor, manifest, [by_id[k] for k in b]) for b in batches[:PREFETCH]]
+        ahead = n_streams + PREFETCH
+        decoding: dict[int, Future] = {}
+        running: dict[int, Future] = {}
+
+        def run_batch(i: int):
+            decoded = decoding.pop(i).result()
+            ok = [(u, m) for u, m, err in decoded if err is None]
+            return [(u, err) for u, _, err in decoded if err is not None], list(_embed_safely(extractor, ok)) if ok else []
+
+        with _intra_op_threads(threads), ThreadPoolExecutor(1, thread_name_prefix="imo-decode") as decoder, \
+                ThreadPoolExecutor(n_streams, thread_name_prefix="imo-model") as runners:
+            def submit(j: int) -> None:
+                decoding[j] = decoder.submit(_decode, extractor, manifest, [by_id[k] for k in batches[j]])
+                running[j] = runners.submit(run_batch, j)
+
+            for j in range(min(ahead, len(batches))):
+                submit(j)
             for i in range(len(batches)):
-                decoded = pending.pop(0).result()
-                if i + PREFETCH < len(batches):
-                    pending.append(pool.submit(_decode, extractor, manifest, [by_id[k] for k in batches[i + PREFETCH]]))
-                ok = []
-                for u, media, err in decoded:
-                    if err is not None:
-                        result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
-                    else:
-                        ok.append((u, media))
+                decode_errors, embedded = running.pop(i).result()
+                if i + ahead < len(batches):
+                    submit(i + ahead)
+                for u, err in decode_errors:
+                    result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
                 n_new, amount = 0, 0.0
-                for u, emb, err in _embed_safely(extractor, ok) if ok else ():
+                for u, emb, err in embedded:
                     if u.id in writer.done_ids:
                         continue  # batch-mate of a missing utterance, already stored
                     if err is not None:
@@ -160,8 +198,8 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
                 result.done += n_new
                 result.amount += amount
                 bar.update(n_new + sum(1 for k in batches[i] if k in result.failed))
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix_str(f"{result.amount / elapsed:.1f} {extractor.unit}/s", refresh=False)
+                bar.set_postfix_str(f"{result.amount / (time.perf_counter() - t0):.1f} {extractor.unit}/s",
+                                    refresh=False)
                 if on_batch:
                     on_batch(n_new, amount)
         bar.close()

@@ -23,6 +23,7 @@ def extract(
     batch_seconds: Optional[float] = typer.Option(None, help="Batch budget: seconds of audio (tokens for text, frames for video)."),
     shard: str = typer.Option("0/1", help="Write part i of n (0-based), e.g. 3/8 for a SLURM array task."),
     shard_mb: float = typer.Option(128, help="Size of a Zarr shard file (the commit block) in MB."),
+    streams: Optional[int] = typer.Option(None, help="Batches run through the model at once (default: one per CPU core, 1 on GPU)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Extract embeddings of one modality into a sharded Zarr store; re-running resumes."""
@@ -38,7 +39,8 @@ def extract(
     store = out or str(project.store_path(mod))
     typer.echo(f"{mod}: {ext.family} {ext.config.source or ''} on {ext.device}, layers {ext.layers}, dim {ext.dim}"
                f" -> {store} (part {spec})", err=True)
-    result = run_extract(man, ext, store, spec, budget=batch_seconds, progress=progress, shard_mb=shard_mb)
+    result = run_extract(man, ext, store, spec, budget=batch_seconds, progress=progress,
+                         shard_mb=shard_mb, streams=streams)
     typer.echo(result.summary(ext.unit))
     if result.failed:
         typer.echo(f"{len(result.failed)} utterance(s) failed; see {result.errors_file}; fix them and re-run "
