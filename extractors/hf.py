@@ -9,6 +9,9 @@ from imo_pipeline.errors import ConfigError
 
 def load_pretrained(cls, source: str, **kwargs):
     """``cls.from_pretrained(source)`` with remote code off and an error that says what to do."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar reports progress; theirs is per-weight noise
     local = Path(source).expanduser()
     try:
         return cls.from_pretrained(str(local) if local.exists() else source, trust_remote_code=False, **kwargs)
