@@ -52,6 +52,7 @@ class StoreMeta:
 def geometry(n_layers: int, dim: int, chunk_mb: float, shard_mb: float) -> tuple[int, int]:
     """(chunk_rows, shard_rows) of ``values`` for chunks of ~chunk_mb inside shards of ~shard_mb."""
     row = n_layers * dim * 2
+    chunk_mb = min(chunk_mb, shard_mb)  # a chunk never exceeds its shard (small --shard-mb = small commit blocks)
     chunk = max(1, int(chunk_mb * 2**20) // row)
     per_shard = max(1, int(shard_mb * 2**20) // (chunk * row))
     return chunk, chunk * per_shard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -11,6 +12,8 @@ from pathlib import Path
 import psutil
 
 from ..errors import LockError
+
+EMPTY_LOCK_SECONDS = 30.0  # a lock file still empty after this long lost its writer
 
 
 def _alive(pid: int, started: float) -> bool:
@@ -37,14 +40,13 @@ class PartLock:
         me = psutil.Process()
         record = {"pid": me.pid, "host": socket.gethostname(), "started": me.create_time(), "at": time.time()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner and owner.get("host") == record["host"] and not _alive(owner.get("pid", -1), owner.get("started", 0)):
-                    self.took_over = owner
-                    self.path.unlink(missing_ok=True)
+                if self._stale(owner, record["host"]):
+                    self._take_over(owner, record["host"])
                     continue
                 who = f"pid {owner.get('pid')} on {owner.get('host')}" if owner else "an unknown job"
                 raise LockError(
@@ -56,6 +58,28 @@ class PartLock:
             self.held = True
             return self
         raise LockError(f"could not take the lock {self.path}; delete it if no job is writing this part")
+
+    def _stale(self, owner: dict | None, host: str) -> bool:
+        """A lock of a dead process on this host, or an empty one its creator never finished writing."""
+        if owner is None:
+            try:
+                return time.time() - self.path.stat().st_mtime > EMPTY_LOCK_SECONDS
+            except OSError:
+                return True  # gone meanwhile: just retry
+        return owner.get("host") == host and not _alive(owner.get("pid", -1), owner.get("started", 0))
+
+    def _take_over(self, owner: dict | None, host: str) -> None:
+        """Remove a stale lock, serialised with flock on the folder so two jobs taking over the same
+        stale lock at once cannot delete each other's fresh lock (the loser then sees a live owner)."""
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            now = self._owner()
+            if now == owner and self._stale(now, host):
+                self.took_over = owner or {}
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(dfd)  # releases the flock
 
     def _owner(self) -> dict | None:
         try:

@@ -55,12 +55,20 @@ class PartWriter:
             self.lock.acquire()
         try:
             self.root = open_root(path, meta)
+            self._remove_partial_files()
             self._open_part(expected_ids, chunk_mb, shard_mb)
         except BaseException:
             self.close()
             raise
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
+
+    def _remove_partial_files(self) -> None:
+        """Delete temp files a killed job left mid-write in this part (zarr writes files atomically via
+        ``*.partial`` + rename); safe because we hold the part's lock."""
+        if is_local(self.path):
+            for f in (Path(self.path) / self.shard.name).rglob("*.partial"):
+                f.unlink(missing_ok=True)
 
     def _open_part(self, expected_ids: list[str], chunk_mb: float, shard_mb: float) -> None:
         L, D = self.meta.n_layers, self.meta.dim
