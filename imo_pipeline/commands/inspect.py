@@ -43,7 +43,9 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
     typer.echo(f"on disk      {_size(st.size_on_disk())}")
     typer.echo(f"parts        {done}/{len(st.parts_status)} complete")
     for p in st.parts_status:
-        if p.status != "complete":
-            lock = " (locked: a job is writing it)" if p.locked else ""
+        lock = " (locked: a job is writing it)" if p.locked else ""
+        if p.status == "missing":
+            typer.echo(f"  part {p.index}: missing{lock or f' (run imo extract with --shard {p.index}/{m.n_parts})'}")
+        elif p.status != "complete":
             typer.echo(f"  part {p.index}: {p.status}, {p.n_committed}/{p.n_expected} utterances committed{lock}")
     typer.echo("config       " + json.dumps(m.encoder, sort_keys=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,7 +65,10 @@ class EmbeddingStore:
     def _scan(self) -> list[PartStatus]:
         n_parts = self.meta.n_parts
         found: dict[int, PartStatus] = {}
-        for name in sorted(self.root.group_keys()):
+        with warnings.catch_warnings():  # part lock files sit beside the groups
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            names = sorted(self.root.group_keys())
+        for name in names:
             m = PART_RE.match(name)
             if not m:
                 continue
@@ -73,11 +77,13 @@ class EmbeddingStore:
             a = dict(g.attrs)
             if n != n_parts:
                 raise StoreError(f"{self.path}/{name} belongs to a {n}-part job but the store has {n_parts} parts")
-            locked = "://" not in self.path and os.path.exists(os.path.join(self.path, f"{name}.lock"))
             found[i] = PartStatus(name, i, a.get("status", "writing"), a["n_expected"], a["committed"]["n"],
-                                  a["committed"]["frames"], a.get("failed", {}), locked)
-        return [found.get(i) or PartStatus(f"part-{i:05d}-of-{n_parts:05d}", i, "missing", 0, 0, 0, {})
-                for i in range(n_parts)]
+                                  a["committed"]["frames"], a.get("failed", {}), self._locked(name))
+        return [found.get(i) or PartStatus(name, i, "missing", 0, 0, 0, {}, self._locked(name))
+                for i, name in ((i, f"part-{i:05d}-of-{n_parts:05d}") for i in range(n_parts))]
+
+    def _locked(self, part: str) -> bool:
+        return "://" not in self.path and os.path.exists(os.path.join(self.path, f"{part}.lock"))
 
     # --- description -------------------------------------------------------
     @property

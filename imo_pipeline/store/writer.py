@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.errors import ContainsGroupError
 
 from ..errors import StoreError
 from ..manifest import ShardSpec
@@ -20,7 +21,10 @@ def is_local(path: str | Path) -> bool:
 
 def open_root(path: str | Path, meta: StoreMeta) -> zarr.Group:
     """Open or create the store root; refuse one made by another encoder, manifest or shard count."""
-    root = zarr.open_group(str(path), mode="a")
+    try:  # created with its attrs in one write, so a concurrent job never sees a bare root
+        root = zarr.open_group(str(path), mode="a", attributes=meta.to_attrs())
+    except ContainsGroupError:  # another shard job created it between our look and our write
+        root = zarr.open_group(str(path), mode="r+")
     if "imo" not in root.attrs:
         root.attrs.update(meta.to_attrs())
         return root
