@@ -27,10 +27,13 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
 
 
 def _register() -> None:
-    from .commands import extract, inspect
+    from .commands import export, extract, import_csd, inspect, prepare
 
     app.command()(extract.extract)
     app.command()(inspect.inspect)
+    app.command()(prepare.prepare)
+    app.command(name="import-csd")(import_csd.import_csd)
+    app.command()(export.export)
 
 
 _register()
