@@ -46,12 +46,13 @@ class ExtractResult:
         return line
 
 
-def errors_path(store: str | Path, shard: ShardSpec) -> Path:
-    """``cache/audio.errors.jsonl`` (or ``cache/audio.part-00001-of-00004.errors.jsonl``) beside the store."""
-    p = Path(str(store).rstrip("/"))
-    stem = p.name[: -len(".zarr")] if p.name.endswith(".zarr") else p.name
+def errors_path(store: str | Path, shard: ShardSpec) -> str:
+    """``cache/audio.errors.jsonl`` (or ``cache/audio.part-00001-of-00004.errors.jsonl``) beside the store
+    (for a store URL, a URL beside it)."""
+    parent, _, name = str(store).rstrip("/").rpartition("/")
+    stem = name[: -len(".zarr")] if name.endswith(".zarr") else name
     suffix = "" if shard.count == 1 else f".{shard.name}"
-    return p.parent / f"{stem}{suffix}.errors.jsonl"
+    return f"{parent}/{stem}{suffix}.errors.jsonl" if parent else f"{stem}{suffix}.errors.jsonl"
 
 
 def plan_batches(sizes: dict[str, float], budget: float, batching: str) -> list[list[str]]:
@@ -139,7 +140,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
     by_id = {u.id: u for u in utts}
-    result = ExtractResult(str(out), shard, errors_file=str(errors_path(out, shard)))
+    result = ExtractResult(str(out), shard, errors_file=errors_path(out, shard))
     if budget is None:
         budget = extractor.default_budget * (4 if extractor.device.type != "cpu" else 1)
     n_streams, threads = default_streams(extractor)
@@ -210,11 +211,14 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
 
 
 def _write_errors(result: ExtractResult) -> None:
-    path = Path(result.errors_file)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(result.errors_file)  # a local file, or beside a store URL
     if not result.failed:
-        path.unlink(missing_ok=True)
+        if fs.exists(path):
+            fs.rm(path)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "w", encoding="utf-8") as f:
         for uid, info in result.failed.items():
             f.write(json.dumps({"id": uid, **info}, ensure_ascii=False) + "\n")

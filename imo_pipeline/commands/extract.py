@@ -25,6 +25,10 @@ def extract(
     shard_mb: float = typer.Option(128, help="Size of a Zarr shard file (the commit block) in MB."),
     streams: Optional[int] = typer.Option(None, help="Batches run through the model at once (default: one per CPU core, 1 on GPU)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    workers: Optional[int] = typer.Option(None, help="Run on a local dask cluster of N worker processes, one task per part."),
+    scheduler: Optional[str] = typer.Option(None, help="Run on an existing dask cluster: its scheduler address tcp://HOST:PORT."),
+    parts: Optional[int] = typer.Option(None, help="With --workers/--scheduler: parts of the store (default: the existing store's, else 2 per worker)."),
+    retries: int = typer.Option(2, help="With --workers/--scheduler: retries of a failed part task."),
 ) -> None:
     """Extract embeddings of one modality into a sharded Zarr store; re-running resumes."""
     from extractors import build_extractor
@@ -33,6 +37,11 @@ def extract(
 
     mod = parse_modality(modality)
     project = load_project()
+    if workers is not None or scheduler is not None:
+        from ..distributed import cluster_command
+        cluster_command(project, mod, manifest, data_root, encoder, out, layers, device, precision, batch_seconds,
+                        shard, shard_mb, streams, progress, workers, scheduler, parts, retries)
+        return
     man = load_manifest(manifest or project.require_manifest(), data_root or project.data_root)
     spec = ShardSpec.parse(shard)
     ext = build_extractor(encoder or project.encoder(mod), mod, layers=layers, device=device, precision=precision)

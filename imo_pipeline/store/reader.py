@@ -118,7 +118,10 @@ class EmbeddingStore:
 
     def size_on_disk(self) -> int:
         if "://" in self.path:
-            return 0
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.path)
+            return int(fs.du(root, total=True))
         return sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
 
     def __len__(self) -> int:

@@ -1,0 +1,289 @@
+"""Extraction on a dask.distributed cluster: one task per store part.
+
+``extract_on_cluster`` submits ``--shard i/n`` for every part ``i`` as one task
+to an existing scheduler (``tcp://host:port``) or to a local cluster of worker
+processes. Each worker process builds the encoder once and keeps it for every
+part it runs; the client shows one progress bar over all utterances, fed by
+events the workers send after each batch. A task that fails is retried
+(``retries``) and then reported, while the other parts go on; re-running the
+same command finishes only what is missing, because every part resumes.
+
+GPUs: when the device is ``cuda`` each task asks for the dask resource
+``GPU=1``, so start one worker per GPU with ``--resources GPU=1`` (for example
+``CUDA_VISIBLE_DEVICES=k dask worker tcp://host:8786 --nthreads 1 --resources GPU=1``).
+A local cluster (``--workers N``) declares one GPU per worker and places
+worker ``k`` on ``cuda:k % n_gpus``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from .errors import ConfigError, ImoError
+from .extract import ExtractResult
+from .manifest import Manifest, ShardSpec, load_manifest
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    """Everything a worker needs to extract one part; plain data, so it pickles to any worker."""
+
+    manifest: str                    # path visible from the workers (shared file system)
+    data_root: str | None
+    encoder: str                     # name / folder / family:source, as for `imo extract --encoder`
+    modality: str
+    out: str                         # store path or URL, visible from the workers
+    layers: str = "last"
+    device: str = "auto"
+    precision: str = "auto"
+    budget: float | None = None
+    shard_mb: float = 128
+    streams: int | None = None
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def encoder_key(self) -> str:
+        return json.dumps([self.encoder, self.modality, self.layers, self.device, self.precision])
+
+
+@dataclass
+class PartReport:
+    """What one task sends back: the part's result and where it ran."""
+
+    result: ExtractResult
+    worker: str
+    pid: int
+    loaded_encoder: bool             # True if this task built the encoder (first part on that worker)
+
+
+@dataclass
+class ClusterResult:
+    """All parts of a cluster run: per-part results, and the parts whose task failed for good."""
+
+    parts: dict[int, PartReport] = field(default_factory=dict)
+    part_errors: dict[int, str] = field(default_factory=dict)
+    n_parts: int = 0
+
+    @property
+    def failed(self) -> dict[str, dict[str, str]]:
+        return {k: v for r in self.parts.values() for k, v in r.result.failed.items()}
+
+    @property
+    def done(self) -> int:
+        return sum(r.result.done for r in self.parts.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.result.skipped for r in self.parts.values())
+
+    def summary(self) -> str:
+        secs = max((r.result.seconds for r in self.parts.values()), default=0.0)
+        workers = len({r.worker for r in self.parts.values()})
+        return (f"{len(self.parts)}/{self.n_parts} parts on {workers} worker(s): done {self.done}, "
+                f"already present {self.skipped}, failed {len(self.failed)}, parts failed {len(self.part_errors)} "
+                f"(longest part {secs:.1f} s)")
+
+
+# --- worker side ------------------------------------------------------------------
+_ENCODERS: dict[str, Any] = {}        # per worker process: encoder key -> built extractor
+_MANIFESTS: dict[tuple, Manifest] = {}
+_LOCK = threading.Lock()              # worker threads share the caches
+
+
+def _worker_device(job: ExtractJob, worker) -> str:
+    """A local-cluster GPU worker named k gets cuda:k (mod the GPUs it sees); others keep the job's device."""
+    if job.device != "cuda" or worker is None:
+        return job.device
+    import torch
+
+    n = torch.cuda.device_count()
+    return f"cuda:{int(worker.name) % n}" if n > 1 and str(worker.name).isdigit() else job.device
+
+
+def _encoder(job: ExtractJob, worker) -> tuple[Any, bool]:
+    """The worker's extractor for ``job``, built on first use and cached for later parts."""
+    from extractors import build_extractor
+
+    key = job.encoder_key()
+    with _LOCK:
+        if key in _ENCODERS:
+            return _ENCODERS[key], False
+        ext = build_extractor(job.encoder, job.modality, layers=job.layers, device=_worker_device(job, worker),
+                              precision=job.precision)
+        _ENCODERS[key] = ext
+        return ext, True
+
+
+def _manifest(job: ExtractJob) -> Manifest:
+    st = Path(job.manifest).stat()
+    key = (job.manifest, job.data_root, st.st_mtime_ns, st.st_size)
+    with _LOCK:
+        if key not in _MANIFESTS:
+            _MANIFESTS.clear()
+            _MANIFESTS[key] = load_manifest(job.manifest, job.data_root)
+        return _MANIFESTS[key]
+
+
+def extract_part(job: ExtractJob, shard: ShardSpec, topic: str | None = None) -> PartReport:
+    """Run one part on this worker (also callable without a cluster); sends progress events to ``topic``."""
+    from .extract import extract
+
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):
+        worker = None
+    ext, loaded = _encoder(job, worker)
+
+    def on_batch(n_new: int, amount: float) -> None:
+        if worker is not None and topic:
+            worker.log_event(topic, {"part": shard.index, "n": n_new})
+
+    result = extract(_manifest(job), ext, job.out, shard, budget=job.budget, progress=False,
+                     shard_mb=job.shard_mb, streams=job.streams, on_batch=on_batch)
+    return PartReport(result, worker.address if worker else "local", os.getpid(), loaded)
+
+
+# --- client side --------------------------------------------------------------------
+def _cluster(scheduler: str | None, workers: int | None, gpu: bool):
+    """(client, cluster or None): connect to ``scheduler`` or start ``workers`` local worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as e:
+            raise ConfigError(f"--scheduler {scheduler}: no dask scheduler answered ({e}); start one with "
+                              f"`dask scheduler` and give its tcp://HOST:PORT address") from None
+    if not workers or workers < 1:
+        raise ConfigError(f"--workers {workers}: give a number of local worker processes >= 1")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None)
+    return Client(cluster), cluster
+
+
+def default_parts(n_workers: int, out: str) -> int:
+    """Parts of an existing store (a resume must keep them), else two per worker."""
+    try:
+        from .store import open_store
+        return open_store(out, allow_incomplete=True).meta.n_parts
+    except ImoError:
+        return max(1, 2 * n_workers)
+
+
+def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: int | None = None,
+                       parts: int | None = None, retries: int = 2, progress: bool = True,
+                       on_progress: Callable[[int], None] | None = None) -> ClusterResult:
+    """Extract every part of ``job`` as one dask task each; see the module docstring.
+
+    ``parts`` defaults to the store's part count if it exists, else two per
+    worker. ``on_progress(n)`` is called on the client with each worker's
+    batch count (for tests and custom UIs). A part whose task still fails after
+    ``retries`` retries lands in ``part_errors``; the others complete.
+    """
+    from distributed import as_completed
+
+    manifest = load_manifest(job.manifest, job.data_root)  # fail fast on a bad manifest, and count utterances
+    client, cluster = _cluster(scheduler, workers, job.wants_gpu)
+    try:
+        info = client.scheduler_info()
+        n_workers = len(info["workers"])
+        if job.wants_gpu and not any(w.get("resources", {}).get("GPU") for w in info["workers"].values()):
+            raise ConfigError(f"--device {job.device}: no worker of {client.scheduler.address} offers a GPU "
+                              f"resource; start workers with `dask worker ADDRESS --resources GPU=1` (one per GPU)")
+        n_parts = parts or default_parts(n_workers, job.out)
+        specs = [ShardSpec(i, n_parts) for i in range(n_parts)]
+        out = ClusterResult(n_parts=n_parts)
+        topic = f"imo-progress-{uuid.uuid4().hex[:8]}"
+        seen: dict[int, int] = {}
+        bar = tqdm(total=len(manifest), unit="utt", desc=f"{job.modality} {n_parts} parts on {n_workers} workers",
+                   disable=not progress, dynamic_ncols=True)
+        lock = threading.Lock()
+
+        def count(part: int, n: int) -> None:
+            with lock:
+                if part in out.parts or part in out.part_errors:
+                    return  # a late event of a finished part: its final count is in already
+                seen[part] = seen.get(part, 0) + n
+                bar.update(n)
+            if on_progress:
+                on_progress(n)
+
+        client.subscribe_topic(topic, lambda event: count(event[1]["part"], event[1]["n"]))
+        futures = {client.submit(extract_part, job, s, topic, key=f"imo-extract-{topic}-part-{s.index}",
+                                 retries=retries, pure=False,
+                                 resources={"GPU": 1} if job.wants_gpu else None): s for s in specs}
+        for fut in as_completed(futures):
+            s = futures[fut]
+            if fut.status == "finished":
+                report = fut.result()
+                r = report.result
+                with lock:
+                    bar.update(r.done + r.skipped + len(r.failed) - seen.get(s.index, 0))
+                    out.parts[s.index] = report
+            else:
+                exc = fut.exception()
+                msg = str(exc) if isinstance(exc, ImoError) else f"{type(exc).__name__}: {exc}"
+                with lock:
+                    out.part_errors[s.index] = msg
+                    bar.update(len(manifest.shard(s)) - seen.get(s.index, 0))
+                tqdm.write(f"part {s} failed after {retries + 1} attempt(s): {msg}")
+        bar.close()
+        client.unsubscribe_topic(topic)
+        return out
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """Workers may run elsewhere: hand them absolute paths (URLs unchanged)."""
+    if path is None or "://" in str(path):
+        return None if path is None else str(path)
+    return str(Path(path).resolve())
+
+
+def cluster_command(project, modality: str, manifest, data_root, encoder, out, layers, device, precision,
+                    batch_seconds, shard, shard_mb, streams, progress, workers, scheduler, parts, retries) -> None:
+    """`imo extract --workers N | --scheduler tcp://HOST:PORT`: build the job, run it, print the outcome."""
+    import typer
+
+    if shard != "0/1":
+        raise ConfigError(f"--shard {shard} runs one part as a batch job; with --workers/--scheduler every part "
+                          f"runs as a dask task, so leave --shard out (use --parts N to set how many)")
+    if workers is not None and scheduler is not None:
+        raise ConfigError("give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
+    if parts is not None and parts < 1:
+        raise ConfigError(f"--parts {parts}: give a number of parts >= 1")
+    enc = encoder or project.encoder(modality)
+    if Path(enc).exists():
+        enc = _absolute(enc)
+    job = ExtractJob(
+        manifest=_absolute(manifest or project.require_manifest()), data_root=_absolute(data_root or project.data_root),
+        encoder=enc, modality=modality, out=_absolute(out or project.store_path(modality)), layers=layers,
+        device=device, precision=precision, budget=batch_seconds, shard_mb=shard_mb, streams=streams)
+    where = scheduler or f"a local cluster of {workers} worker process(es)"
+    typer.echo(f"{modality}: {enc} on {where}, device {device} -> {job.out}", err=True)
+    result = extract_on_cluster(job, scheduler=scheduler, workers=workers, parts=parts, retries=retries,
+                                progress=progress)
+    typer.echo(result.summary())
+    for i, msg in sorted(result.part_errors.items()):
+        typer.echo(f"part {i}/{result.n_parts} failed: {msg}", err=True)
+    if result.failed:
+        files = sorted({r.result.errors_file for r in result.parts.values() if r.result.failed})
+        typer.echo(f"{len(result.failed)} utterance(s) failed; see {', '.join(files)}; fix them and re-run the "
+                   f"same command to extract only those", err=True)
+    if result.failed or result.part_errors:
+        raise typer.Exit(1)
