@@ -34,6 +34,10 @@ def _register() -> None:
     app.command()(prepare.prepare)
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)
+    from .commands import evaluate, train
+
+    app.command()(train.train)
+    app.command()(evaluate.evaluate)
 
 
 _register()

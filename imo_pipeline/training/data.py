@@ -1,0 +1,285 @@
+"""Stores aligned by id with the manifest: preprocessing, in-memory or lazy tables, length-bucketed batches.
+
+Values stay float16 in memory (as stored) and become float32 only per batch.
+``Preprocess`` is the single place where stored arrays are turned into head
+inputs (layer selection, temporal downsampling, dtype); training, ``imo
+evaluate`` and ``Run.predict`` all go through it.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import psutil
+import torch
+from tqdm import tqdm
+
+from ..errors import StoreError
+from ..manifest import Manifest, Utterance
+from ..store import StoreMeta, open_store
+from ..store.reader import EmbeddingStore
+
+AUTO_RATE = 12.5  # frames/s that "auto" downsampling aims at (50 fps wav2vec2 -> 4x)
+
+
+@dataclass
+class Preprocess:
+    """How one modality's stored ``[T, L, D]`` array becomes head input ``[T', L', D]`` float16."""
+
+    layers: list[int]       # positions among the stored layers
+    downsample: int = 1     # mean over non-overlapping windows of this many frames
+
+    def apply(self, arr: np.ndarray) -> np.ndarray:
+        """Select layers, downsample in float32, return float16 (the dtype of stored values)."""
+        x = np.asarray(arr)[:, self.layers].astype(np.float32)       # (T, L', D)
+        k = self.downsample
+        if k > 1 and len(x) > 1:
+            T = len(x)
+            n = -(-T // k)
+            pad = n * k - T
+            if pad:
+                x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
+            counts = np.full(n, k, np.float32)
+            counts[-1] = k - pad
+            x = x.reshape(n, k, *x.shape[1:]).sum(1) / counts[:, None, None]  # (T', L', D)
+        return x.astype(np.float16)
+
+    def out_length(self, T: int) -> int:
+        return -(-T // self.downsample) if T > 1 else T
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_preprocess(meta: StoreMeta, head_layers: str, downsample: int | str = "auto") -> Preprocess:
+    """The preprocessing for a store: the head's layer choice (``last``/``all``) and a downsampling factor
+    (``auto``: audio to about 12.5 frames/s, other modalities untouched)."""
+    layers = list(range(meta.n_layers)) if head_layers == "all" else [meta.n_layers - 1]
+    if downsample == "auto":
+        rate = meta.frame_rate
+        k = max(1, int(round(rate / AUTO_RATE))) if meta.modality == "audio" and rate else 1
+    else:
+        k = max(1, int(downsample))
+    return Preprocess(layers, k)
+
+
+class Table:
+    """One modality's preprocessed utterances in corpus order: in memory (float16) or read lazily."""
+
+    def __init__(self, store: EmbeddingStore, rows: list[int], prep: Preprocess, in_memory: bool,
+                 progress: bool = True):
+        self.store, self.rows, self.prep, self.in_memory = store, rows, prep, in_memory
+        raw = store.lengths()[rows]
+        self.lengths = np.array([prep.out_length(int(t)) for t in raw], dtype=np.int64)
+        self.values: np.ndarray | None = None
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
+        if in_memory:
+            self._load(progress)
+
+    def _load(self, progress: bool) -> None:
+        L, D = len(self.prep.layers), self.store.dim
+        self.values = np.empty((int(self.offsets[-1]), L, D), np.float16)
+        where = {r: k for k, r in enumerate(self.rows)}
+        bar = tqdm(total=len(self.rows), desc=f"load {self.store.modality}", unit="utt", disable=not progress,
+                   file=sys.stderr)
+        for row, (_, arr) in enumerate(self.store):
+            k = where.get(row)
+            if k is not None:
+                self.values[self.offsets[k]:self.offsets[k + 1]] = self.prep.apply(arr)
+                bar.update(1)
+        bar.close()
+
+    def nbytes(self) -> int:
+        return int(self.offsets[-1]) * len(self.prep.layers) * self.store.dim * 2
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        """Utterance ``k`` of the corpus, float16 ``[T', L', D]``."""
+        if self.values is not None:
+            return self.values[self.offsets[k]:self.offsets[k + 1]]
+        return self.prep.apply(self.store.get(self.rows[k]))
+
+
+def check_store(store: EmbeddingStore, modality: str, manifest: Manifest) -> None:
+    """Refuse a store of another modality, an unfinished one, parts of different encoders or another manifest."""
+    p = store.path
+    if store.meta.modality != modality:
+        raise StoreError(f"store {p} holds {store.meta.modality} embeddings but was given for {modality}; "
+                         f"fix --store {modality}=PATH")
+    for st in store.parts_status:
+        if st.status != "complete":
+            raise StoreError(f"store {p}: part {st.index} is {st.status} ({st.n_committed}/{st.n_expected} utterances); "
+                             f"finish it with `imo extract --modality {modality} --shard {st.index}/{len(store.parts_status)}`")
+    want = (store.meta.n_layers, store.meta.dim)
+    for part in store._parts:
+        got = tuple(part.values.shape[1:])
+        if got != want:
+            raise StoreError(f"store {p}: a part holds [layers, dim] = {list(got)} but the store's encoder "
+                             f"({store.meta.encoder.get('type')}) makes {list(want)}: parts were made by different "
+                             f"encoders; re-extract the odd part with the store's encoder or write a new store")
+    if store.meta.manifest_fingerprint != manifest.fingerprint:
+        raise StoreError(f"store {p} was extracted from a different manifest (fingerprint "
+                         f"{store.meta.manifest_fingerprint}, {manifest.source} has {manifest.fingerprint}); "
+                         f"pass the manifest it was made from, or re-extract it")
+    known = manifest.by_id()
+    stray = [i for i in store.ids if i not in known]
+    if stray:
+        raise StoreError(f"store {p} holds {len(stray)} id(s) not in {manifest.source} (e.g. {stray[0]!r}); "
+                         f"it belongs to another manifest: re-extract it")
+
+
+@dataclass
+class Corpus:
+    """Manifest utterances present in every store, with one Table per modality (same order)."""
+
+    utterances: list[Utterance]
+    tables: dict[str, Table]
+    excluded: dict[str, str]          # id -> reason (failed at extraction)
+    metas: dict[str, StoreMeta]
+    paths: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def item(self, k: int) -> dict[str, np.ndarray]:
+        return {m: t[k] for m, t in self.tables.items()}
+
+    def lengths(self) -> np.ndarray:
+        """Total frames of every utterance over modalities ``[n]`` (for bucketing)."""
+        return sum(t.lengths for t in self.tables.values())
+
+
+def open_corpus(manifest: Manifest, stores: dict[str, str | Path], head_layers: str = "last",
+                downsample: dict[str, int | str] | None = None, in_memory: str = "auto",
+                progress: bool = True, log=print, preprocess: dict[str, Preprocess] | None = None,
+                only: set[str] | None = None) -> Corpus:
+    """Open and check the stores, align them by id with the manifest and load them (see module doc).
+
+    ``in_memory``: ``auto`` loads when the estimate fits in half the available RAM, ``yes``/``no`` force it.
+    Utterances that failed at extraction are excluded and reported; any other missing id is refused.
+    ``preprocess`` (from a saved run) replaces the choice made from ``head_layers``/``downsample``;
+    ``only`` keeps just those ids (e.g. one split for evaluation).
+    """
+    opened: dict[str, EmbeddingStore] = {}
+    for m, path in stores.items():
+        if "://" not in str(path) and not Path(path).exists():
+            raise StoreError(f"no {m} store at {path}: run `imo extract --modality {m}` or pass --store {m[0]}=PATH")
+        st = open_store(path)
+        check_store(st, m, manifest)
+        opened[m] = st
+    excluded: dict[str, str] = {}
+    for m, st in opened.items():
+        failed = st.failed
+        for u in manifest:
+            if u.id not in st:
+                if u.id not in failed:
+                    raise StoreError(f"utterance {u.id!r} is missing from {m} store {st.path} and not recorded as "
+                                     f"failed; re-run `imo extract --modality {m}` to complete the store")
+                excluded.setdefault(u.id, f"{m}: {failed[u.id]}")
+    utts = [u for u in manifest if u.id not in excluded and (only is None or u.id in only)]
+    if excluded:
+        log(f"excluded {len(excluded)} utterance(s) whose extraction failed (e.g. {next(iter(excluded))!r}: "
+            f"{next(iter(excluded.values()))}); the list is in the run folder's excluded.json")
+    preps = preprocess or {m: make_preprocess(st.meta, head_layers, (downsample or {}).get(m, "auto"))
+                           for m, st in opened.items()}
+    rows = {m: [st.index_of(u.id) for u in utts] for m, st in opened.items()}
+    estimate = 0
+    for m, st in opened.items():
+        raw = st.lengths()[rows[m]]
+        estimate += sum(preps[m].out_length(int(t)) for t in raw) * len(preps[m].layers) * st.dim * 2
+    avail = psutil.virtual_memory().available
+    load = in_memory == "yes" or (in_memory == "auto" and estimate <= avail // 2)
+    log(f"data: {len(utts)} utterances, {', '.join(f'{m} x{p.downsample} layers {p.layers}' for m, p in preps.items())}; "
+        f"in memory {estimate / 2**20:.0f} MB (available {avail / 2**30:.1f} GB) -> "
+        f"{'loading into memory' if load else 'reading lazily from the stores'}")
+    tables = {m: Table(st, rows[m], preps[m], load, progress) for m, st in opened.items()}
+    return Corpus(utts, tables, excluded, {m: st.meta for m, st in opened.items()},
+                  {m: str(p) for m, p in stores.items()})
+
+
+def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Pad per modality: ``{m: (x (B, T, L, D) float32, mask (B, T) bool, True = frame)}``."""
+    out = {}
+    for m in items[0]:
+        arrs = [it[m] for it in items]
+        T = max(len(a) for a in arrs)
+        L, D = arrs[0].shape[1:]
+        x = np.zeros((len(arrs), T, L, D), np.float32)
+        mask = np.zeros((len(arrs), T), bool)
+        for i, a in enumerate(arrs):
+            x[i, : len(a)] = a
+            mask[i, : len(a)] = True
+        out[m] = (torch.from_numpy(x), torch.from_numpy(mask))
+    return out
+
+
+def bucket_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   pool: int = 50) -> list[np.ndarray]:
+    """Batches of similar length: shuffle (if ``rng``), sort pools of ``pool`` batches by length, cut, shuffle batches."""
+    idx = np.asarray(indices)
+    if rng is not None:
+        idx = idx[rng.permutation(len(idx))]
+    batches = []
+    step = pool * batch_size
+    for lo in range(0, len(idx), step):
+        chunk = idx[lo:lo + step]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def prefetch(it: Iterable, depth: int = 4) -> Iterator:
+    """Run ``it`` in a background thread, ``depth`` items ahead (batch assembly overlaps compute)."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for x in it:
+                if stop.is_set():
+                    return
+                q.put(x)
+            q.put(done)
+        except BaseException as e:  # surface errors in the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is done:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(0.01)
+
+
+def batches(corpus: Corpus, indices: np.ndarray, batch_size: int, seed: int | None = None,
+            targets: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, dict, torch.Tensor | None]]:
+    """(corpus indices, collated inputs, targets) per batch, assembled in a background thread.
+    ``seed`` shuffles (training); ``None`` keeps a deterministic length-sorted order."""
+    rng = np.random.default_rng(seed) if seed is not None else None
+    order = bucket_batches(indices, corpus.lengths(), batch_size, rng)
+
+    def gen():
+        for b in order:
+            y = None if targets is None else torch.from_numpy(np.asarray(targets[b]))
+            yield b, collate([corpus.item(int(k)) for k in b]), y
+
+    return prefetch(gen())
