@@ -98,6 +98,7 @@ def write_csd(path: str | Path, root_name: str, entries: dict[str, tuple[np.ndar
               metadata: dict[str, Any] | None = None) -> Path:
     """Write entries ``{key: (features [T, D], intervals [T, 2])}`` in the SDK's layout."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as h5:
         root = h5.create_group(root_name)
         data = root.create_group("data")
