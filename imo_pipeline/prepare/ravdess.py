@@ -74,14 +74,14 @@ class Ravdess(Preparer):
         utts = []
         for key, r in sorted(recs.items()):
             info = r["info"]
+            audio = r.get("wav") or r.get("av")
+            if audio is None:
+                report.add("missing", key, "only a video-only (02) file; no audio-only wav or audio-video mp4")
+                continue
             emotion = EMOTIONS[info["emotion"]]
             label = emotion if self.labels == "8class" else FOUR.get(emotion)
             if label is None:
                 report.exclude(emotion)
-                continue
-            audio = r.get("wav") or r.get("av")
-            if audio is None:
-                report.add("missing", key, "only a video-only (02) file; no audio-only wav or audio-video mp4")
                 continue
             fold = folds[info["actor"]]
             utts.append(Utterance(
