@@ -148,7 +148,7 @@ def extract_part(job: ExtractJob, shard: ShardSpec, topic: str | None = None) ->
 
     def on_batch(n_new: int, amount: float) -> None:
         if worker is not None and topic:
-            worker.log_event(topic, {"part": shard.index, "n": n_new})
+            worker.log_event(topic, {"part": shard.index, "n": n_new, "pid": os.getpid()})
 
     result = extract(_manifest(job), ext, job.out, shard, budget=job.budget, progress=False,
                      shard_mb=job.shard_mb, streams=job.streams, on_batch=on_batch)
@@ -184,12 +184,12 @@ def default_parts(n_workers: int, out: str) -> int:
 
 def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: int | None = None,
                        parts: int | None = None, retries: int = 2, progress: bool = True,
-                       on_progress: Callable[[int], None] | None = None) -> ClusterResult:
+                       on_progress: Callable[[dict], None] | None = None) -> ClusterResult:
     """Extract every part of ``job`` as one dask task each; see the module docstring.
 
     ``parts`` defaults to the store's part count if it exists, else two per
-    worker. ``on_progress(n)`` is called on the client with each worker's
-    batch count (for tests and custom UIs). A part whose task still fails after
+    worker. ``on_progress(event)`` is called on the client with each batch event
+    ``{"part", "n" (utterances stored), "pid" (worker process)}`` (for tests and custom UIs). A part whose task still fails after
     ``retries`` retries lands in ``part_errors``; the others complete.
     """
     from distributed import as_completed
@@ -211,16 +211,17 @@ def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: i
                    disable=not progress, dynamic_ncols=True)
         lock = threading.Lock()
 
-        def count(part: int, n: int) -> None:
+        def count(event: tuple[float, dict]) -> None:
+            part, n = event[1]["part"], event[1]["n"]
             with lock:
                 if part in out.parts or part in out.part_errors:
                     return  # a late event of a finished part: its final count is in already
                 seen[part] = seen.get(part, 0) + n
                 bar.update(n)
             if on_progress:
-                on_progress(n)
+                on_progress(event[1])
 
-        client.subscribe_topic(topic, lambda event: count(event[1]["part"], event[1]["n"]))
+        client.subscribe_topic(topic, count)
         futures = {client.submit(extract_part, job, s, topic, key=f"imo-extract-{topic}-part-{s.index}",
                                  retries=retries, pure=False,
                                  resources={"GPU": 1} if job.wants_gpu else None): s for s in specs}
