@@ -166,7 +166,7 @@ class Matcher:
             if iv is None:
                 return None, f"the .csd entry {vid!r} is a whole video and the utterance has no interval"
             feats, ints = self.csd.entry(vid)
-            rows = _overlap(iv[0], iv[1], ints[:, 0], ints[:, 1]) > 0
+            rows = _overlap(iv[0], iv[1], ints[:, 0], ints[:, 1]) > 1e-6  # float-noise touching frames are out
             self.used.add(vid)
             if not rows.any():
                 return None, f"entry {vid!r} has no rows inside [{iv[0]:.2f}, {iv[1]:.2f}] s"
