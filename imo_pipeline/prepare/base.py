@@ -154,6 +154,15 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def fold_count(value) -> int:
+    """``--folds K`` for actor-independent folds (default 5)."""
+    try:
+        k = int(value or 5)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--folds {value!r}: give the number of actor-independent folds, e.g. --folds 5") from None
+    return k
+
+
 def actor_folds(actors: list[str], k: int) -> dict[str, str]:
     """Actor-independent folds: sorted actors dealt round-robin into ``k`` folds named "0".."k-1"."""
     if k < 2:
@@ -193,9 +202,9 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, label
                             + "; ".join(f"{i.where}: {i.reason}" for i in report.issues[:3])
                             + ". Fix the release or drop --strict to skip them")
     if not utts:
-        raise ManifestError(f"{dataset}: no utterances found under {root}; is this the release's top folder? "
-                            f"({len(report.issues)} problem(s): "
-                            + "; ".join(f"{i.where}: {i.reason}" for i in report.issues[:3]) + ")")
+        found = [f"{i.where}: {i.reason}" for i in report.issues[:3]] + report.notes[:2]
+        raise ManifestError(f"{dataset}: no utterances found under {root}; is this the release's top folder?"
+                            + (f" ({'; '.join(found)})" if found else ""))
     if out is not None:
         out = Path(out)
         write_manifest(utts, out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ..manifest import Segment, Utterance
-from .base import PrepareReport, Preparer, actor_folds, is_hidden, register_preparer, split_of_fold
+from .base import PrepareReport, Preparer, actor_folds, fold_count, is_hidden, register_preparer, split_of_fold
 
 EMOTIONS = {"ANG": "ang", "DIS": "dis", "FEA": "fea", "HAP": "hap", "NEU": "neu", "SAD": "sad"}
 SENTENCES = {
@@ -38,7 +38,7 @@ class CremaD(Preparer):
     description = "CREMA-D; 6class or 4class (neu, hap, sad, ang); actor-independent folds"
 
     def collect(self, report: PrepareReport) -> list[Utterance]:
-        k = int(self.options.get("folds") or 5)
+        k = fold_count(self.options.get("folds"))
         wav_dir = self.root / "AudioWAV" if (self.root / "AudioWAV").is_dir() else self.root
         rows = []
         for f in sorted(wav_dir.glob("*.wav")):

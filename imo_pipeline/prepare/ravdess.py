@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..manifest import Segment, Utterance
-from .base import PrepareReport, Preparer, actor_folds, is_hidden, register_preparer, split_of_fold
+from .base import PrepareReport, Preparer, actor_folds, fold_count, is_hidden, register_preparer, split_of_fold
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
             "06": "fearful", "07": "disgust", "08": "surprised"}
@@ -42,7 +42,7 @@ class Ravdess(Preparer):
     description = "RAVDESS speech/song; 8class or 4class (neu, hap, sad, ang); actor-independent folds"
 
     def collect(self, report: PrepareReport) -> list[Utterance]:
-        k = int(self.options.get("folds") or 5)
+        k = fold_count(self.options.get("folds"))
         recs: dict[str, dict] = {}
         for f in sorted(self.root.rglob("*")):
             if f.is_dir() or f.suffix.lower() not in (".wav", ".mp4"):
