@@ -36,6 +36,8 @@ class ExtractResult:
     amount: float = 0.0           # seconds / tokens / frames processed by this run
     seconds: float = 0.0          # wall time
     errors_file: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # id -> note on a stored utterance (e.g. frames without a face)
+    notes_file: str | None = None
 
     def summary(self, unit: str) -> str:
         rate = self.amount / self.seconds if self.seconds else 0.0
@@ -43,6 +45,8 @@ class ExtractResult:
                 f"({self.amount:.1f} {unit} in {self.seconds:.1f} s, {rate:.1f} {unit}/s)")
         if self.failed:
             line += f"; failures listed in {self.errors_file}"
+        if self.notes:
+            line += f"; notes for {len(self.notes)} utterance(s) (e.g. frames without a face) in {self.notes_file}"
         return line
 
 
@@ -141,6 +145,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     utts = manifest.shard(shard)
     by_id = {u.id: u for u in utts}
     result = ExtractResult(str(out), shard, errors_file=errors_path(out, shard))
+    result.notes_file = result.errors_file[: -len(".errors.jsonl")] + ".notes.jsonl"
     if budget is None:
         budget = extractor.default_budget * (4 if extractor.device.type != "cpu" else 1)
     n_streams, threads = default_streams(extractor)
@@ -150,6 +155,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     with PartWriter(out, shard, store_meta(extractor, manifest, shard), [u.id for u in utts],
                     chunk_mb=chunk_mb, shard_mb=shard_mb) as writer:
         result.skipped = len(writer.done_ids)
+        result.notes = dict(writer.group.attrs.get("notes") or {})
         sizes: dict[str, float] = {}
         for u in utts:
             try:
@@ -196,6 +202,8 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
                     n_new += 1
                     amount += sizes[u.id]
                 writer.commit()
+                if _take_notes(extractor, batches[i], result):
+                    writer.group.attrs["notes"] = result.notes
                 result.done += n_new
                 result.amount += amount
                 bar.update(n_new + sum(1 for k in batches[i] if k in result.failed))
@@ -207,7 +215,32 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
         writer.finish({k: v["reason"] for k, v in result.failed.items()})
     result.seconds = time.perf_counter() - t0
     _write_errors(result)
+    _write_notes(result)
     return result
+
+
+def _take_notes(extractor, ids: list[str], result: ExtractResult) -> bool:
+    """Move the notes the extractor left while decoding ``ids`` (e.g. frames without a face, truncated
+    text) into ``result.notes`` for the utterances that were stored; True if any."""
+    notes = getattr(extractor, "notes", None)
+    taken = {k: notes.pop(k) for k in ids if notes and k in notes}
+    taken = {k: v for k, v in taken.items() if k not in result.failed}
+    result.notes.update(taken)
+    return bool(taken)
+
+
+def _write_notes(result: ExtractResult) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(result.notes_file)
+    if not result.notes:
+        if fs.exists(path):
+            fs.rm(path)
+        return
+    fs.makedirs(fs._parent(path), exist_ok=True)
+    with fs.open(path, "w", encoding="utf-8") as f:
+        for uid, note in result.notes.items():
+            f.write(json.dumps({"id": uid, "note": note}, ensure_ascii=False) + "\n")
 
 
 def _write_errors(result: ExtractResult) -> None:
