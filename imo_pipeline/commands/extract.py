@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import ConfigError
 from ..manifest import ShardSpec, load_manifest
 from ..project import load_project, parse_modality
 
@@ -25,6 +26,9 @@ def extract(
     shard_mb: float = typer.Option(128, help="Size of a Zarr shard file (the commit block) in MB."),
     streams: Optional[int] = typer.Option(None, help="Batches run through the model at once (default: one per CPU core, 1 on GPU)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    fps: Optional[float] = typer.Option(None, help="Video: frames sampled per second (default 5)."),
+    max_frames: Optional[int] = typer.Option(None, help="Video: most frames per utterance, spread evenly (default 300)."),
+    face: Optional[bool] = typer.Option(None, "--face/--no-face", help="Video: crop the largest face (default) or the centred square."),
     workers: Optional[int] = typer.Option(None, help="Run on a local dask cluster of N worker processes, one task per part."),
     scheduler: Optional[str] = typer.Option(None, help="Run on an existing dask cluster: its scheduler address tcp://HOST:PORT."),
     parts: Optional[int] = typer.Option(None, help="With --workers/--scheduler: parts of the store (default: the existing store's, else 2 per worker)."),
@@ -37,14 +41,18 @@ def extract(
 
     mod = parse_modality(modality)
     project = load_project()
+    video = {"fps": fps, "max_frames": max_frames, "face": face}
     if workers is not None or scheduler is not None:
+        if any(v is not None for v in video.values()):
+            raise ConfigError("--fps/--max-frames/--face are not passed to cluster workers yet; run without "
+                              "--workers/--scheduler (e.g. one --shard i/n per job) to set them")
         from ..distributed import cluster_command
         cluster_command(project, mod, manifest, data_root, encoder, out, layers, device, precision, batch_seconds,
                         shard, shard_mb, streams, progress, workers, scheduler, parts, retries)
         return
     man = load_manifest(manifest or project.require_manifest(), data_root or project.data_root)
     spec = ShardSpec.parse(shard)
-    ext = build_extractor(encoder or project.encoder(mod), mod, layers=layers, device=device, precision=precision)
+    ext = build_extractor(encoder or project.encoder(mod), mod, layers=layers, device=device, precision=precision, **video)
     store = out or str(project.store_path(mod))
     typer.echo(f"{mod}: {ext.family} {ext.config.source or ''} on {ext.device}, layers {ext.layers}, dim {ext.dim}"
                f" -> {store} (part {spec})", err=True)
