@@ -13,30 +13,33 @@ from .base import Head, HeadConfig, InputSpec, sinusoidal_positions
 
 @dataclass
 class CrossAttentionConfig(HeadConfig):
-    d_model: int = 128           # width of every modality after projection
+    d_model: int = 64            # width of every modality after projection
     n_heads: int = 4
     self_layers: int = 1         # self-attention layers per modality
     cross_layers: int = 1        # layers per cross-modal block (m queries n)
     ff_mult: int = 2             # feed-forward width = ff_mult * d_model
-    dropout: float = 0.1         # inside attention blocks
+    dropout: float = 0.1         # on residual branches and inside the feed-forward
+    attn_dropout: float = 0.0    # on attention weights (costly on CPU; off by default)
     input_dropout: float = 0.1   # on projected inputs
     head_dropout: float = 0.1    # before the dense and the output layer
 
 
-class CrossBlockLayer(nn.Module):
-    """Pre-norm cross-attention (queries from m, keys/values from n) + feed-forward."""
+class AttentionLayer(nn.Module):
+    """Pre-norm attention + feed-forward. Self-attention when ``kv`` is None, else queries ``q`` attend to ``kv``."""
 
-    def __init__(self, d: int, heads: int, ff: int, dropout: float):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, attn_dropout: float, cross: bool):
         super().__init__()
-        self.norm_q, self.norm_kv, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
+        self.norm_q, self.norm_ff = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.norm_kv = nn.LayerNorm(d) if cross else None
+        self.attn = nn.MultiheadAttention(d, heads, dropout=attn_dropout, batch_first=True)
         self.ff = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff, d))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_pad: torch.Tensor) -> torch.Tensor:
-        # q (B, Tq, d), kv (B, Tk, d), kv_pad (B, Tk) True = padding
-        kv_n = self.norm_kv(kv)
-        a, _ = self.attn(self.norm_q(q), kv_n, kv_n, key_padding_mask=kv_pad, need_weights=False)
+    def forward(self, q: torch.Tensor, kv: torch.Tensor | None, kv_pad: torch.Tensor) -> torch.Tensor:
+        # q (B, Tq, d), kv (B, Tk, d) or None (= q), kv_pad (B, Tk) True = padding
+        qn = self.norm_q(q)
+        kvn = qn if self.norm_kv is None else self.norm_kv(kv)
+        a, _ = self.attn(qn, kvn, kvn, key_padding_mask=kv_pad, need_weights=False)
         q = q + self.drop(a)
         return q + self.drop(self.ff(self.norm_ff(q)))  # (B, Tq, d)
 
@@ -56,17 +59,13 @@ class CrossAttentionHead(Head):
         self.proj = nn.ModuleDict({m: nn.Linear(s.dim, d) for m, s in inputs.items()})
         self.start = nn.ParameterDict({m: nn.Parameter(torch.randn(1, 1, d) * 0.02) for m in inputs})
         self.in_drop = nn.Dropout(c.input_dropout)
-        self.self_attn = nn.ModuleDict({
-            m: nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(d, c.n_heads, c.ff_mult * d, c.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True),
-                c.self_layers, enable_nested_tensor=False)
-            for m in inputs})
+        def layers(n: int, cross: bool) -> nn.ModuleList:
+            return nn.ModuleList(AttentionLayer(d, c.n_heads, c.ff_mult * d, c.dropout, c.attn_dropout, cross)
+                                 for _ in range(n))
+
+        self.self_attn = nn.ModuleDict({m: layers(c.self_layers, False) for m in inputs})
         self.pairs = [(m, n) for m in self.modalities for n in self.modalities if m != n]
-        self.cross = nn.ModuleDict({
-            f"{m}>{n}": nn.ModuleList(CrossBlockLayer(d, c.n_heads, c.ff_mult * d, c.dropout)
-                                      for _ in range(c.cross_layers))
-            for m, n in self.pairs})
+        self.cross = nn.ModuleDict({f"{m}>{n}": layers(c.cross_layers, True) for m, n in self.pairs})
         self.out_norm = nn.LayerNorm(d)
         k = len(self.modalities)
         self.classifier = nn.Sequential(nn.Dropout(c.head_dropout), nn.Linear(k * d, d), nn.Tanh(),
@@ -79,7 +78,9 @@ class CrossAttentionHead(Head):
         h = torch.cat([self.start[m].expand(B, 1, d), h], dim=1)       # (B, 1+T, d)
         h = self.in_drop(h + sinusoidal_positions(T + 1, d, h.device))
         pad = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=mask.device), ~mask], dim=1)  # (B, 1+T)
-        return self.self_attn[m](h, src_key_padding_mask=pad), pad
+        for layer in self.self_attn[m]:
+            h = layer(h, None, pad)                                    # (B, 1+T, d)
+        return h, pad
 
     def forward(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         enc = {m: self.encode(m, *batch[m]) for m in self.modalities}
