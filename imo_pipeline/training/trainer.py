@@ -64,13 +64,15 @@ class TrainConfig:
     fold_key: str | None = None            # cross-validation: manifest field holding the group
     test_group: str | None = None          # the held-out group of this fold
     valid_fraction: float = 0.1            # of train, held out when the manifest has no valid split
+    threads: int = 1                       # torch CPU threads (1: small head ops gain nothing from more, and
+                                           # a spare core assembles batches; more threads oversubscribe a shared CPU)
     in_memory: str = "auto"
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
 
     def check(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
-        for name in ("epochs", "batch_size", "accum"):
+        for name in ("epochs", "batch_size", "accum", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -289,6 +291,14 @@ class Trainer:
 
     def run(self) -> dict:
         """Train (or resume) to the end; returns the summary (also written to summary.json)."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.cfg.threads)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self) -> dict:
         self._start_or_resume()
         cfg = self.cfg
         if self.state["done"]:
