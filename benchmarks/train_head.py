@@ -143,8 +143,8 @@ def main() -> None:
           f"{ {m: t.prep.to_dict() for m, t in corpus.tables.items()} }")
     print(f"train split {len(trainer.split['train'])} utterances, batch {cfg.batch_size}; "
           f"stores loaded into memory in {load_s:.1f} s (once per run)")
-    print(f"seconds per epoch: {per_epoch:.1f} training + validation = {per_epoch_all:.1f} "
-          f"(epochs: {', '.join(f'{s:.1f}' for s in train_s)})")
+    print(f"seconds per epoch: {per_epoch:.1f} training steps, {per_epoch_all:.1f} with the validation pass "
+          f"(each epoch: {', '.join(f'{s:.1f}' for s in train_s)})")
     print(f"ten epochs: {10 * per_epoch_all / 60:.1f} min (+ {load_s:.0f} s loading)")
     print(f"data wait share: {100 * summary['data_wait_share']:.1f} % of training time")
 
