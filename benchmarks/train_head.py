@@ -146,6 +146,9 @@ def main() -> None:
     print(f"seconds per epoch: {per_epoch:.1f} training steps, {per_epoch_all:.1f} with the validation pass "
           f"(each epoch: {', '.join(f'{s:.1f}' for s in train_s)})")
     print(f"ten epochs: {10 * per_epoch_all / 60:.1f} min (+ {load_s:.0f} s loading)")
+    scale = N / len(trainer.split["train"])
+    print(f"if an epoch covered all {N} utterances (not just the train split): ~{per_epoch_all * scale:.1f} s, "
+          f"ten epochs ~{10 * per_epoch_all * scale / 60:.1f} min (scaled by utterance count, not measured)")
     print(f"data wait share: {100 * summary['data_wait_share']:.1f} % of training time")
 
     durations = {u.id: u.audio.end for u in load_manifest(manifest)}

@@ -302,6 +302,8 @@ class Trainer:
         self._start_or_resume()
         cfg = self.cfg
         if self.state["done"]:
+            if not (self.out / "summary.json").is_file():  # stopped between the last checkpoint and the summary
+                return self.finish()
             self.log(f"{self.out} is already trained; delete it or pass a new --out to train again")
             return json.loads((self.out / "summary.json").read_text())
         self.log(f"training {cfg.head} on {'+'.join(cfg.modalities)} ({self.resolved_config()['parameters']:,} "
