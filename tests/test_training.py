@@ -71,6 +71,10 @@ def test_each_task_trains_and_evaluates(tmp_path, task, head, expect):
     assert {k: v for k, v in res["metrics"].items() if k != "confusion"} == pytest.approx(scalars)
     assert res["metrics"].get("confusion") == summary["test"].get("confusion")
     assert (tmp_path / "eval" / "confusion_matrix-test.png").stat().st_size > 1000
+    stores = {m: open_store(p) for m, p in run.stores.items()}
+    got = run.predict([{m: st.get(uid) for m, st in stores.items()} for uid in res["ids"][:4]])
+    assert got.shape == ((4,) if task == "regression" else (4, 4))
+    np.testing.assert_allclose(got, np.array(res["outputs"][:4]), atol=1e-5)
 
 
 def test_probe_learns_layer_weights(tmp_path, partial_set):
@@ -141,3 +145,43 @@ def test_cross_validation_reports_each_fold_and_mean_std(partial_set, tmp_path):
     was = [f["wa"] for f in res["folds"].values()]
     assert res["mean"]["wa"] == pytest.approx(np.mean(was)) and res["std"]["wa"] == pytest.approx(np.std(was))
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["mean"] == res["mean"]
+
+
+def test_lazy_reading_trains_exactly_like_in_memory(partial_set, tmp_path):
+    mem = train(config(partial_set, ["audio", "text"], epochs=2, in_memory="yes"), tmp_path / "mem", **QUIET)
+    lazy = train(config(partial_set, ["audio", "text"], epochs=2, in_memory="no"), tmp_path / "lazy", **QUIET)
+    assert _rows(tmp_path / "mem") == _rows(tmp_path / "lazy")
+    assert mem["test"] == lazy["test"]
+
+
+def test_early_stopping_and_gradient_accumulation(partial_set, tmp_path):
+    logs = []
+    cfg = config(partial_set, ["text"], epochs=30, lr=1e-6, patience=2, accum=3, warmup=0)
+    summary = train(cfg, tmp_path / "es", progress=False, log=logs.append)
+    assert summary["epochs_run"] < 30 and any("early stop after epoch" in line for line in logs)
+    rows = _rows(tmp_path / "es")
+    assert len(rows) == summary["epochs_run"]
+    assert rows[0]["step"] == 2  # 96 train utterances / batch 16 = 6 batches = 2 optimizer steps of 3
+
+
+def test_learning_rate_schedules_by_hand():
+    from imo_pipeline.training.trainer import lr_at
+
+    cfg = TrainConfig(modalities=["text"], stores={}, manifest="", lr=1.0, warmup=0.1, schedule="poly", power=1.0)
+    assert [lr_at(s, 100, cfg) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])   # linear warmup over 10 steps
+    assert lr_at(10, 100, cfg) == pytest.approx(1.0) and lr_at(55, 100, cfg) == pytest.approx(0.5)
+    cfg.schedule = "cosine"
+    assert lr_at(55, 100, cfg) == pytest.approx(0.5) and lr_at(100, 100, cfg) == pytest.approx(0.0)
+    cfg.schedule, cfg.warmup = "constant", 5
+    assert lr_at(2, 100, cfg) == pytest.approx(0.6) and lr_at(99, 100, cfg) == 1.0
+
+
+def test_balanced_class_weights_by_hand():
+    from imo_pipeline.manifest import Utterance
+    from imo_pipeline.training.tasks import build_task
+
+    train_utts = [Utterance(f"u{i}", lab) for i, lab in enumerate(["a", "a", "a", "b"])]
+    task = build_task("classification", train_utts, [], "balanced")
+    assert task.weights.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
+    binary = build_task("binary", train_utts, [], "balanced")
+    assert binary.pos_weight.tolist() == pytest.approx([1 / 3, 3 / 1])
