@@ -34,10 +34,12 @@ def _register() -> None:
     app.command()(prepare.prepare)
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)
-    from .commands import evaluate, train
+    from .commands import demo, evaluate, predict, train
 
     app.command()(train.train)
     app.command()(evaluate.evaluate)
+    app.command()(predict.predict)
+    app.command()(demo.demo)
 
 
 _register()

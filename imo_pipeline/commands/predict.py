@@ -1,0 +1,50 @@
+"""`imo predict`: label new recordings with a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def predict(
+    run: Path = typer.Argument(..., help="A run folder written by `imo train`."),
+    audio: Optional[Path] = typer.Option(None, help="An audio file (wav, flac, ogg)."),
+    text: Optional[str] = typer.Option(None, help="The transcript."),
+    video: Optional[Path] = typer.Option(None, help="A video file."),
+    frames: Optional[Path] = typer.Option(None, help="A folder of face-frame images (instead of --video)."),
+    manifest: Optional[Path] = typer.Option(None, help="Predict every utterance of this manifest instead."),
+    data_root: Optional[Path] = typer.Option(None, help="Where the manifest's media paths resolve (default: its folder)."),
+    out: Optional[Path] = typer.Option(None, help="CSV file for --manifest predictions."),
+    device: str = typer.Option("cpu", help="Device for the encoders: cpu, cuda, auto."),
+) -> None:
+    """Print the label and class probabilities (or the value) for new media; --manifest for many."""
+    from ..errors import ConfigError
+    from ..manifest import load_manifest
+    from ..predict import Predictor, format_prediction, write_predictions
+
+    if manifest is None and not any(x is not None for x in (audio, text, video, frames)):
+        raise ConfigError("give the media to label (--audio, --text, --video/--frames) or --manifest FILE")
+    predictor = Predictor.load(run, device=device)
+    if manifest is not None:
+        if out is None:
+            raise ConfigError("--manifest needs --out predictions.csv")
+        preds = predictor.predict_manifest(load_manifest(manifest, data_root))
+        write_predictions(preds, out)
+        failed = [p for p in preds if p.error]
+        typer.echo(f"{len(preds) - len(failed)} predicted, {len(failed)} failed -> {out}")
+        for p in failed:
+            typer.echo(f"  {p.id}: {p.error}", err=True)
+        if failed:
+            raise typer.Exit(1)
+        return
+    used = {}
+    for name, value in {"audio": audio, "text": text, "video": video, "frames": frames}.items():
+        if value is None:
+            continue
+        if ("video" if name == "frames" else name) in predictor.modalities:
+            used[name] = value
+        else:
+            typer.echo(f"note: ignoring --{name}; run {run} uses {', '.join(predictor.modalities)}", err=True)
+    typer.echo(format_prediction(predictor.predict(**used)))

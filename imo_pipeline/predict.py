@@ -1,0 +1,184 @@
+"""Inference on new media with a trained run.
+
+The run folder records, for every modality, the store it was trained on and
+that store's extractor config (encoder, layers, preprocessing) and weight
+fingerprint. ``Predictor`` rebuilds exactly those extractors, embeds the new
+media as extraction would (float16 round trip included), and feeds the head
+through the same code path as ``imo evaluate``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import soxr
+from tqdm import tqdm
+
+from .errors import ConfigError, ImoError, MediaError
+from .manifest import Manifest, Segment, Utterance
+from .training.runs import Run, load_run
+
+
+@dataclass
+class Prediction:
+    """One utterance's output: class probabilities (or a value, for regression)."""
+
+    id: str
+    scores: np.ndarray | None = None   # (C,) probabilities, or () value for regression
+    labels: list[str] | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str | float | None:
+        if self.scores is None:
+            return None
+        if self.labels is None:
+            return float(self.scores)
+        return self.labels[int(np.argmax(self.scores))]
+
+    def as_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"id": self.id, "prediction": "" if self.label is None else self.label}
+        if self.labels is not None:
+            scores = self.scores if self.scores is not None else [None] * len(self.labels)
+            row.update({f"p_{name}": ("" if p is None else f"{p:.6f}") for name, p in zip(self.labels, scores)})
+        row["error"] = self.error or ""
+        return row
+
+
+@dataclass
+class Predictor:
+    """A trained run plus the extractors its stores were made with."""
+
+    run: Run
+    device: str = "cpu"
+    extractors: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        """Load the run and rebuild each modality's encoder; refuse if one is unavailable or differs."""
+        run = load_run(run_dir)
+        pred = cls(run, device)
+        for modality in run.modalities:
+            pred.extractors[modality] = _rebuild_extractor(modality, run.store_meta[modality], device)
+        return pred
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.run.modalities)
+
+    def embed(self, utt: Utterance, manifest: Manifest) -> dict[str, np.ndarray]:
+        """Per-modality ``[T, L, D]`` float16 features of one utterance, as a store would hold them."""
+        missing = [m for m in self.modalities if not _has_media(utt, m)]
+        if missing:
+            raise MediaError(f"utterance {utt.id!r}: the run needs {', '.join(missing)} but the input has none; "
+                             f"pass {' '.join('--' + m for m in missing)} (run modalities: {', '.join(self.modalities)})")
+        return {m: self._embed_media(m, ext.load(utt, manifest)) for m, ext in self.extractors.items()}
+
+    def _embed_media(self, modality: str, media: Any) -> np.ndarray:
+        return self.extractors[modality].embed([media])[0].astype(np.float16)
+
+    def predict_features(self, items: list[dict[str, np.ndarray]]) -> np.ndarray:
+        """Head outputs for per-utterance features: ``(N, C)`` probabilities or ``(N,)`` values."""
+        return np.asarray(self.run.predict(items))
+
+    def predict_manifest(self, manifest: Manifest, progress: bool = True) -> list[Prediction]:
+        """One prediction per utterance; a bad utterance gets its error, the others go on."""
+        out = []
+        for utt in tqdm(manifest, desc="predict", unit="utt", disable=not progress):
+            try:
+                scores = self.predict_features([self.embed(utt, manifest)])[0]
+                out.append(Prediction(utt.id, scores, self.run.labels))
+            except ImoError as e:
+                out.append(Prediction(utt.id, labels=self.run.labels, error=str(e)))
+        return out
+
+    def predict(self, audio: str | Path | np.ndarray | None = None, text: str | None = None,
+                video: str | Path | None = None, frames: str | Path | None = None,
+                sample_rate: int | None = None) -> Prediction:
+        """Predict one input given as file paths, a waveform array (with ``sample_rate``) and/or a string."""
+        wave = None
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise ConfigError("an audio array needs its sample_rate")
+            wave, audio = audio, None
+        utt = Utterance(id="input", label=None,
+                        audio=Segment(str(Path(audio).resolve())) if audio is not None else None,
+                        text=text,
+                        video=Segment(str(Path(video).resolve())) if video is not None else None,
+                        frames=str(Path(frames).resolve()) if frames is not None else None)
+        manifest = Manifest([utt], Path(tempfile.gettempdir()), "<command line>")
+        if wave is not None:
+            if "audio" not in self.extractors:
+                raise ConfigError(f"run {self.run.path} has no audio modality (it uses {', '.join(self.modalities)})")
+            feats = {m: self._embed_media(m, ext.load(utt, manifest))
+                     for m, ext in self.extractors.items() if m != "audio"}
+            feats["audio"] = self._embed_media("audio", _resample(wave, sample_rate, self.extractors["audio"].sample_rate))
+            missing = [m for m in self.modalities if m != "audio" and not _has_media(utt, m)]
+            if missing:
+                raise MediaError(f"the run needs {', '.join(missing)} too; pass it")
+        else:
+            feats = self.embed(utt, manifest)
+        return Prediction("input", self.predict_features([feats])[0], self.run.labels)
+
+
+def _has_media(utt: Utterance, modality: str) -> bool:
+    if modality == "audio":
+        return utt.audio is not None
+    if modality == "text":
+        return utt.text is not None
+    return utt.video is not None or utt.frames is not None
+
+
+def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim == 2:
+        wave = wave.mean(axis=1)
+    return wave if rate == target else soxr.resample(wave, rate, target).astype(np.float32)
+
+
+def _rebuild_extractor(modality: str, meta, device: str):
+    """The extractor a store was made with; ConfigError naming it if it cannot be loaded or differs."""
+    from extractors import build_extractor
+
+    encoder = dict(meta.encoder)
+    name = f"{encoder.get('type')}" + (f":{encoder['source']}" if encoder.get("source") else "")
+    try:
+        ext = build_extractor(encoder, modality, device=device)
+    except ImoError as e:
+        raise ConfigError(f"this run needs the {modality} encoder {name}, which is not available here ({e}); "
+                          f"make it available at that path or hub id (or in the local Hugging Face cache)") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"this run needs the {modality} encoder {name}, which could not be loaded ({e})") from None
+    if ext.fingerprint() != meta.encoder_fingerprint:
+        raise ConfigError(f"the {modality} encoder {name} found here has different weights or options than the one "
+                          f"the run's store was made with (fingerprint {ext.fingerprint()} != {meta.encoder_fingerprint}); "
+                          f"use the original checkpoint")
+    if list(ext.layers) != list(meta.layers):
+        raise ConfigError(f"the {modality} encoder {name} keeps layers {ext.layers}, the store has {meta.layers}")
+    return ext
+
+
+def format_prediction(p: Prediction) -> str:
+    """What `imo predict` prints: the label and the classes by probability, or the value."""
+    if p.labels is None:
+        return f"value: {p.label:.4f}"
+    ranked = sorted(zip(p.labels, p.scores), key=lambda x: -x[1])
+    return "\n".join([f"label: {p.label}"] + [f"  {name:>12s}  {score:.4f}" for name, score in ranked])
+
+
+def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Path:
+    """Write predictions as CSV: id, prediction, one probability column per class, error."""
+    import csv
+
+    rows = [p.as_row() for p in predictions]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id", "prediction", "error"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
