@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from audio_utils import write_manifest_lines
 from imo_pipeline.manifest import ShardSpec, load_manifest
@@ -18,6 +20,19 @@ SHAPES = {  # n_layers, dim, frame rate, frame range
     "text": (1, 12, None, (4, 16)),
     "video": (1, 8, 5.0, (3, 10)),
 }
+
+
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny heads run fastest on one thread, and the CPU is shared with other test processes.
+    Imported by the training test modules, where it applies to every test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_store(path: Path, modality: str, items: dict[str, np.ndarray], manifest_fingerprint: str,

@@ -14,19 +14,9 @@ from imo_pipeline.store import open_store
 from imo_pipeline.training.evaluate import evaluate_run
 from imo_pipeline.training.runs import load_run
 from imo_pipeline.training.trainer import TrainConfig, cross_validate, train
-from store_utils import make_partial_info_set
+from store_utils import QUIET, one_thread, make_partial_info_set  # noqa: F401  (one_thread: autouse fixture)
 
-QUIET = dict(progress=False, log=lambda *a: None)
 SMALL = {"d_model": 32, "n_heads": 2}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny heads run fastest on one thread, and the CPU is shared with other test processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

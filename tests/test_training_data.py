@@ -13,17 +13,8 @@ from imo_pipeline.errors import ManifestError, StoreError
 from imo_pipeline.manifest import load_manifest
 from imo_pipeline.training.data import Preprocess, bucket_batches, collate, open_corpus, prefetch
 from imo_pipeline.training.trainer import TrainConfig, train
-from store_utils import make_partial_info_set, write_store
+from store_utils import QUIET, one_thread, make_partial_info_set, write_store  # noqa: F401  (one_thread: autouse fixture)
 
-QUIET = dict(progress=False, log=lambda *a: None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
