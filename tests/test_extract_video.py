@@ -153,6 +153,9 @@ def test_cli_extract_video(video_set, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "done 3, already present 0, failed 0" in r.stdout and "notes for 1 utterance(s)" in r.stdout
     assert (tmp_path / "cache" / "video.notes.jsonl").exists()
+    shown = subprocess.run([sys.executable, "-m", "imo_pipeline", "inspect", tmp_path / "cache" / "video.zarr"],
+                           capture_output=True, text=True)
+    assert "with notes 1" in shown.stdout and "note whole: 2 of 10 sampled frames had no face" in shown.stdout
     r = run("--fps", "10", "--max-frames", "6", "--no-face", "--out", "cache/v10.zarr")
     assert r.returncode == 0, r.stderr
     store = open_store(tmp_path / "cache" / "v10.zarr")

@@ -29,7 +29,8 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
         "encoder": m.encoder, "encoder_fingerprint": m.encoder_fingerprint,
         "manifest_fingerprint": m.manifest_fingerprint, "size_on_disk": st.size_on_disk(),
         "parts": [{"part": p.index, "status": p.status, "committed": p.n_committed, "expected": p.n_expected,
-                   "failed": len(p.failed), "locked": p.locked} for p in st.parts_status],
+                   "failed": len(p.failed), "notes": len(p.notes), "locked": p.locked} for p in st.parts_status],
+        "notes": {k: v for p in st.parts_status for k, v in p.notes.items()},
     }
     if as_json:
         typer.echo(json.dumps(info, indent=2))
@@ -38,7 +39,7 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
     typer.echo(f"store        {store}")
     typer.echo(f"modality     {m.modality}")
     typer.echo(f"encoder      {m.encoder.get('type')} {m.encoder.get('source') or ''}".rstrip())
-    typer.echo(f"utterances   {len(st)}  frames {st.n_frames}  failed {len(st.failed)}")
+    typer.echo(f"utterances   {len(st)}  frames {st.n_frames}  failed {len(st.failed)}  with notes {len(info['notes'])}")
     typer.echo(f"shape        layers {m.layers} x dim {m.dim}  ({m.dtype}, {m.frame_rate or '-'} frames/s)")
     typer.echo(f"on disk      {_size(st.size_on_disk())}")
     typer.echo(f"parts        {done}/{len(st.parts_status)} complete")
@@ -48,4 +49,8 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
             typer.echo(f"  part {p.index}: missing{lock or f' (run imo extract with --shard {p.index}/{m.n_parts})'}")
         elif p.status != "complete":
             typer.echo(f"  part {p.index}: {p.status}, {p.n_committed}/{p.n_expected} utterances committed{lock}")
+    for uid, note in list(info["notes"].items())[:5]:
+        typer.echo(f"  note {uid}: {note}")
+    if len(info["notes"]) > 5:
+        typer.echo(f"  ... {len(info['notes']) - 5} more notes (--json lists them all)")
     typer.echo("config       " + json.dumps(m.encoder, sort_keys=True))

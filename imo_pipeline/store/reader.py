@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +25,7 @@ class PartStatus:
     frames: int
     failed: dict[str, str]
     locked: bool = False
+    notes: dict[str, str] = field(default_factory=dict)  # id -> note on a stored utterance (truncated text, faceless frames)
 
 
 class _Part:
@@ -78,7 +79,8 @@ class EmbeddingStore:
             if n != n_parts:
                 raise StoreError(f"{self.path}/{name} belongs to a {n}-part job but the store has {n_parts} parts")
             found[i] = PartStatus(name, i, a.get("status", "writing"), a["n_expected"], a["committed"]["n"],
-                                  a["committed"]["frames"], a.get("failed", {}), self._locked(name))
+                                  a["committed"]["frames"], a.get("failed", {}), self._locked(name),
+                                  dict(a.get("notes") or {}))
         return [found.get(i) or PartStatus(name, i, "missing", 0, 0, 0, {}, self._locked(name))
                 for i, name in ((i, f"part-{i:05d}-of-{n_parts:05d}") for i in range(n_parts))]
 
