@@ -48,13 +48,14 @@ class ExtractJob:
     budget: float | None = None
     shard_mb: float = 128
     streams: int | None = None
+    options: tuple[tuple[str, Any], ...] = ()   # extractor options, e.g. (("fps", 10.0), ("face", False))
 
     @property
     def wants_gpu(self) -> bool:
         return self.device.startswith("cuda")
 
     def encoder_key(self) -> str:
-        return json.dumps([self.encoder, self.modality, self.layers, self.device, self.precision])
+        return json.dumps([self.encoder, self.modality, self.layers, self.device, self.precision, self.options])
 
 
 @dataclass
@@ -120,7 +121,7 @@ def _encoder(job: ExtractJob, worker) -> tuple[Any, bool]:
         if key in _ENCODERS:
             return _ENCODERS[key], False
         ext = build_extractor(job.encoder, job.modality, layers=job.layers, device=_worker_device(job, worker),
-                              precision=job.precision)
+                              precision=job.precision, **dict(job.options))
         _ENCODERS[key] = ext
         return ext, True
 
@@ -257,7 +258,8 @@ def _absolute(path: str | Path | None) -> str | None:
 
 
 def cluster_command(project, modality: str, manifest, data_root, encoder, out, layers, device, precision,
-                    batch_seconds, shard, shard_mb, streams, progress, workers, scheduler, parts, retries) -> None:
+                    batch_seconds, shard, shard_mb, streams, progress, workers, scheduler, parts, retries,
+                    options: dict[str, Any] | None = None) -> None:
     """`imo extract --workers N | --scheduler tcp://HOST:PORT`: build the job, run it, print the outcome."""
     import typer
 
@@ -274,7 +276,8 @@ def cluster_command(project, modality: str, manifest, data_root, encoder, out, l
     job = ExtractJob(
         manifest=_absolute(manifest or project.require_manifest()), data_root=_absolute(data_root or project.data_root),
         encoder=enc, modality=modality, out=_absolute(out or project.store_path(modality)), layers=layers,
-        device=device, precision=precision, budget=batch_seconds, shard_mb=shard_mb, streams=streams)
+        device=device, precision=precision, budget=batch_seconds, shard_mb=shard_mb, streams=streams,
+        options=tuple(sorted((k, v) for k, v in (options or {}).items() if v is not None)))
     where = scheduler or f"a local cluster of {workers} worker process(es)"
     typer.echo(f"{modality}: {enc} on {where}, device {device} -> {job.out}", err=True)
     result = extract_on_cluster(job, scheduler=scheduler, workers=workers, parts=parts, retries=retries,

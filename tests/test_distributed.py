@@ -15,6 +15,8 @@ from imo_pipeline.extract import extract
 from imo_pipeline.manifest import ShardSpec, load_manifest
 from imo_pipeline.store import open_store
 from imo_pipeline.store.lock import PartLock
+from audio_utils import write_manifest_lines
+from media_utils import moving_face_frames, write_frames_folder
 from scale_utils import make_audio_project, run
 
 N_UTTS = 40
@@ -122,3 +124,20 @@ def test_worker_killed_mid_part_the_part_resumes_elsewhere(project, cluster, ref
     assert hit.pid != killed[0]["pid"]  # re-run by a live worker ...
     assert hit.result.skipped > 0  # ... resuming after the blocks the dead one committed
     _same(open_store(project / "killed.zarr"), reference)
+
+
+def test_cli_cluster_passes_video_options_to_the_workers(tmp_path):
+    for name in ("a", "b", "c"):
+        write_frames_folder(tmp_path / name, moving_face_frames(12))
+    write_manifest_lines(tmp_path / "v.jsonl", [{"id": n, "label": "x", "frames": n} for n in ("a", "b", "c")])
+    cmd = [sys.executable, "-m", "imo_pipeline", "extract", "-m", "video", "--manifest", str(tmp_path / "v.jsonl"),
+           "--encoder", "pixels", "--no-face", "--fps", "10", "--max-frames", "4", "--no-progress"]
+    one = run(cmd + ["--out", str(tmp_path / "one.zarr")])
+    many = run(cmd + ["--out", str(tmp_path / "many.zarr"), "--workers", "1", "--parts", "2"])
+    assert one.returncode == 0 and many.returncode == 0, many.stderr
+    st = open_store(tmp_path / "many.zarr")
+    assert st.meta.frame_rate == 10.0 and st.meta.encoder["face"] is False and st.meta.encoder["max_frames"] == 4
+    assert st.meta.encoder_fingerprint == open_store(tmp_path / "one.zarr").meta.encoder_fingerprint
+    for n in ("a", "b", "c"):
+        assert st.get(n).shape == (4, 1, 32 * 32)
+        np.testing.assert_array_equal(st.get(n), open_store(tmp_path / "one.zarr").get(n))

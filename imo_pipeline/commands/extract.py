@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from ..errors import ConfigError
 from ..manifest import ShardSpec, load_manifest
 from ..project import load_project, parse_modality
 
@@ -43,12 +42,9 @@ def extract(
     project = load_project()
     video = {"fps": fps, "max_frames": max_frames, "face": face}
     if workers is not None or scheduler is not None:
-        if any(v is not None for v in video.values()):
-            raise ConfigError("--fps/--max-frames/--face are not passed to cluster workers yet; run without "
-                              "--workers/--scheduler (e.g. one --shard i/n per job) to set them")
         from ..distributed import cluster_command
         cluster_command(project, mod, manifest, data_root, encoder, out, layers, device, precision, batch_seconds,
-                        shard, shard_mb, streams, progress, workers, scheduler, parts, retries)
+                        shard, shard_mb, streams, progress, workers, scheduler, parts, retries, video)
         return
     man = load_manifest(manifest or project.require_manifest(), data_root or project.data_root)
     spec = ShardSpec.parse(shard)
