@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import soxr
 from tqdm import tqdm
 
 from .errors import ConfigError, ImoError, MediaError
 from .manifest import Manifest, Segment, Utterance
+from .media.audio import conform_audio
 from .training.runs import Run, load_run
 
 
@@ -70,13 +70,17 @@ class Predictor:
     def modalities(self) -> list[str]:
         return list(self.run.modalities)
 
-    def embed(self, utt: Utterance, manifest: Manifest) -> dict[str, np.ndarray]:
-        """Per-modality ``[T, L, D]`` float16 features of one utterance, as a store would hold them."""
-        missing = [m for m in self.modalities if not _has_media(utt, m)]
+    def embed(self, utt: Utterance, manifest: Manifest, decoded: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Per-modality ``[T, L, D]`` float16 features of one utterance, as a store would hold them
+        (``decoded``: media already decoded, e.g. a waveform array, used instead of the utterance's file)."""
+        decoded = decoded or {}
+        missing = [m for m in self.modalities if m not in decoded and not _has_media(utt, m)]
         if missing:
             raise MediaError(f"utterance {utt.id!r}: the run needs {', '.join(missing)} but the input has none; "
-                             f"pass {' '.join('--' + m for m in missing)} (run modalities: {', '.join(self.modalities)})")
-        return {m: self._embed_media(m, ext.load(utt, manifest)) for m, ext in self.extractors.items()}
+                             f"pass {' '.join('--' + m for m in missing)} (or add it to the manifest); "
+                             f"run modalities: {', '.join(self.modalities)}")
+        return {m: self._embed_media(m, decoded[m] if m in decoded else ext.load(utt, manifest))
+                for m, ext in self.extractors.items()}
 
     def _embed_media(self, modality: str, media: Any) -> np.ndarray:
         return self.extractors[modality].embed([media])[0].astype(np.float16)
@@ -110,19 +114,11 @@ class Predictor:
                         text=text,
                         video=Segment(str(Path(video).resolve())) if video is not None else None,
                         frames=str(Path(frames).resolve()) if frames is not None else None)
-        manifest = Manifest([utt], Path(tempfile.gettempdir()), "<command line>")
-        if wave is not None:
-            if "audio" not in self.extractors:
-                raise ConfigError(f"run {self.run.path} has no audio modality (it uses {', '.join(self.modalities)})")
-            feats = {m: self._embed_media(m, ext.load(utt, manifest))
-                     for m, ext in self.extractors.items() if m != "audio"}
-            feats["audio"] = self._embed_media("audio", _resample(wave, sample_rate, self.extractors["audio"].sample_rate))
-            missing = [m for m in self.modalities if m != "audio" and not _has_media(utt, m)]
-            if missing:
-                raise MediaError(f"the run needs {', '.join(missing)} too; pass it")
-        else:
-            feats = self.embed(utt, manifest)
-        return Prediction("input", self.predict_features([feats])[0], self.run.labels)
+        decoded = {}
+        if wave is not None and "audio" in self.extractors:  # conformed as decoding a file would be
+            decoded["audio"] = conform_audio(wave, sample_rate, self.extractors["audio"].sample_rate)
+        feats = self.embed(utt, Manifest([utt], Path(tempfile.gettempdir()), "<command line>"), decoded)
+        return Prediction(utt.id, self.predict_features([feats])[0], self.run.labels)
 
 
 def _has_media(utt: Utterance, modality: str) -> bool:
@@ -131,13 +127,6 @@ def _has_media(utt: Utterance, modality: str) -> bool:
     if modality == "text":
         return utt.text is not None
     return utt.video is not None or utt.frames is not None
-
-
-def _resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim == 2:
-        wave = wave.mean(axis=1)
-    return wave if rate == target else soxr.resample(wave, rate, target).astype(np.float32)
 
 
 def _rebuild_extractor(modality: str, meta, device: str):

@@ -80,6 +80,9 @@ def test_predict_on_raw_files_equals_evaluate_from_cache(demo):
     wave, rate = sf.read(out / "data" / u.audio.path, dtype="float32")
     p = predictor.predict(audio=wave, sample_rate=rate, text=u.text, frames=out / "data" / u.frames)
     np.testing.assert_allclose(p.scores, raw[u.id], atol=1e-6)
+    with pytest.raises(MediaError, match="audio array: contains NaN"):
+        predictor.predict(audio=np.full(8000, np.nan, np.float32), sample_rate=8000, text=u.text,
+                          frames=out / "data" / u.frames)
 
 
 def test_predict_cli_one_input_and_manifest_csv(demo, tmp_path):

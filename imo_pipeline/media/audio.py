@@ -49,9 +49,20 @@ def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: floa
         raise MediaError(_why(path, e)) from None
     if wav.shape[0] == 0:
         raise MediaError(f"audio file {path}: the segment [{start}, {end}) holds no samples; fix its start/end or the file")
+    return conform_audio(wav, sr, sample_rate, f"audio file {path}")
+
+
+def conform_audio(wav: np.ndarray, rate: int, sample_rate: int, name: str = "audio array") -> np.ndarray:
+    """Samples ``(S,)`` or ``(S, C)`` at ``rate`` -> mono float32 ``(S',)`` at ``sample_rate``; MediaError
+    (naming ``name``) for an empty signal or NaN/Inf samples."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim == 1:
+        wav = wav[:, None]
+    if wav.ndim != 2 or wav.shape[0] == 0:
+        raise MediaError(f"{name}: expected samples of shape (S,) or (S, channels) with S > 0, got {wav.shape}")
     if not np.isfinite(wav).all():
-        raise MediaError(f"audio file {path}: contains NaN or Inf samples; re-export the file")
+        raise MediaError(f"{name}: contains NaN or Inf samples; re-export the file")
     mono = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
-    if sr != sample_rate:
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return np.ascontiguousarray(mono, dtype=np.float32)
