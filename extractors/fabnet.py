@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from imo_pipeline.errors import ConfigError
+from imo_pipeline.safe_load import load_checkpoint
 
 from . import register_extractor
 from .base import Extractor
@@ -91,14 +92,9 @@ def encoder_state(sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Te
 def load_fabnet(path: str | Path) -> FabNetEncoder:
     """A FabNet encoder with the weights of checkpoint ``path`` (``torch.load(weights_only=True)``)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"FabNet checkpoint {path} does not exist; download it from the FAb-Net project page "
-                          f"and pass --encoder fabnet:PATH")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"FabNet checkpoint {path} could not be loaded as weights only ({type(e).__name__}: "
-                          f"{str(e)[:200]}); re-save it with torch.save(model.state_dict(), ...)") from None
+    obj = load_checkpoint(path, "FabNet checkpoint",
+                          fix="pass the released .pth file (download it from the FAb-Net project page) as "
+                              "--encoder fabnet:PATH, or one saved with torch.save(model.state_dict(), ...)")
     model = FabNetEncoder()
     shapes = model.state_dict()
     sd = encoder_state(_unwrap(obj, path), path)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ManifestError
 from ..manifest import Manifest, Utterance, load_manifest
+from ..safe_load import load_checkpoint
 from .data import Corpus, batches, open_corpus
 from .metrics import per_class_table
 from .plots import plot_confusion, plot_curves
@@ -216,7 +217,7 @@ class Trainer:
                                   f"re-run with the same options to resume it, or pass a new --out")
             self.state = json.loads((self.out / "last.json").read_text())
             load_weights(self.model, self.out / "last.safetensors")
-            st = torch.load(self.out / "last.state.pt", weights_only=True)
+            st = load_checkpoint(self.out / "last.state.pt", "run state", fix="delete the run folder and train again")
             self.opt.load_state_dict(st["optimizer"])
             torch.set_rng_state(st["torch_rng"])
             self._truncate_log(self.state["epoch"])
