@@ -31,6 +31,7 @@ from tqdm import tqdm
 from .errors import ConfigError, ImoError
 from .extract import ExtractResult
 from .manifest import Manifest, ShardSpec, load_manifest
+from .paths import is_url
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: i
 
 def _absolute(path: str | Path | None) -> str | None:
     """Workers may run elsewhere: hand them absolute paths (URLs unchanged)."""
-    if path is None or "://" in str(path):
+    if path is None or is_url(path):
         return None if path is None else str(path)
     return str(Path(path).resolve())
 

@@ -76,11 +76,12 @@ def plan_batches(sizes: dict[str, float], budget: float, batching: str) -> list[
     return batches
 
 
-def store_meta(extractor, manifest: Manifest, shard: ShardSpec) -> StoreMeta:
+def store_meta(extractor, manifest: Manifest | None = None, shard: ShardSpec = ShardSpec()) -> StoreMeta:
+    """What a store written by ``extractor`` from ``manifest`` says about itself (no manifest: encoder only)."""
     return StoreMeta(
         modality=extractor.modality, encoder=extractor.config_dict(), encoder_fingerprint=extractor.fingerprint(),
         layers=list(extractor.layers), dim=int(extractor.dim), frame_rate=extractor.frame_rate,
-        manifest_fingerprint=manifest.fingerprint, n_parts=shard.count,
+        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", n_parts=shard.count,
     )
 
 

@@ -133,6 +133,9 @@ def _rebuild_extractor(modality: str, meta, device: str):
     """The extractor a store was made with; ConfigError naming it if it cannot be loaded or differs."""
     from extractors import build_extractor
 
+    from .extract import store_meta
+    from .store.layout import ENCODER_IDENTITY
+
     encoder = dict(meta.encoder)
     name = f"{encoder.get('type')}" + (f":{encoder['source']}" if encoder.get("source") else "")
     try:
@@ -142,12 +145,13 @@ def _rebuild_extractor(modality: str, meta, device: str):
                           f"make it available at that path or hub id (or in the local Hugging Face cache)") from None
     except (OSError, ValueError) as e:
         raise ConfigError(f"this run needs the {modality} encoder {name}, which could not be loaded ({e})") from None
-    if ext.fingerprint() != meta.encoder_fingerprint:
-        raise ConfigError(f"the {modality} encoder {name} found here has different weights or options than the one "
-                          f"the run's store was made with (fingerprint {ext.fingerprint()} != {meta.encoder_fingerprint}); "
+    diff = store_meta(ext).compatible(meta, ENCODER_IDENTITY)
+    if diff:
+        key, have, want = diff
+        why = ("has different weights or options than the one the run's store was made with"
+               if key == "encoder_fingerprint" else "does not make what the run's store holds")
+        raise ConfigError(f"the {modality} encoder {name} found here {why} ({key} {have!r} != {want!r}); "
                           f"use the original checkpoint")
-    if list(ext.layers) != list(meta.layers):
-        raise ConfigError(f"the {modality} encoder {name} keeps layers {ext.layers}, the store has {meta.layers}")
     return ext
 
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
+from ..paths import is_url
 from ..project import load_project, parse_modality
 
 
@@ -73,7 +74,7 @@ def train(
     HEADS.get(head)
     project = load_project()
     given = parse_pairs(store, "--store")
-    stores = {m: str(Path(given[m]).resolve() if "://" not in given[m] else given[m]) if m in given
+    stores = {m: str(Path(given[m]).resolve() if not is_url(given[m]) else given[m]) if m in given
               else str(project.store_path(m)) for m in mods}
     try:
         b = tuple(float(x) for x in betas.split(","))

@@ -11,6 +11,10 @@ from .. import __version__
 FORMAT_VERSION = 1
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})$")
 VALUE_DTYPE = "float16"
+#: Fields that must agree between the parts of one store.
+PART_IDENTITY = ("modality", "encoder_fingerprint", "layers", "dim", "manifest_fingerprint", "n_parts")
+#: Fields that must agree between a store and the encoder a run or a prediction expects.
+ENCODER_IDENTITY = ("encoder_fingerprint", "layers", "dim")
 
 
 @dataclass
@@ -45,8 +49,16 @@ class StoreMeta:
 
     def identity(self) -> dict[str, Any]:
         """The fields that must agree between parts of one store."""
-        return {k: getattr(self, k) for k in
-                ("modality", "encoder_fingerprint", "layers", "dim", "manifest_fingerprint", "n_parts")}
+        return {k: getattr(self, k) for k in PART_IDENTITY}
+
+    def compatible(self, want: "StoreMeta", keys: tuple[str, ...] = PART_IDENTITY) -> tuple[str, Any, Any] | None:
+        """The first of ``keys`` on which this store's meta differs from ``want``: ``(key, have, wanted)``;
+        None when they agree. The one comparison behind every store check (writer, training, evaluate, predict)."""
+        for key in keys:
+            have, wanted = getattr(self, key), getattr(want, key)
+            if have != wanted:
+                return key, have, wanted
+        return None
 
 
 def geometry(n_layers: int, dim: int, chunk_mb: float, shard_mb: float) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -12,7 +14,8 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .layout import PART_RE, StoreMeta
+from ..paths import is_url
+from .layout import ENCODER_IDENTITY, PART_RE, StoreMeta
 
 
 @dataclass
@@ -47,7 +50,7 @@ class EmbeddingStore:
 
     def __init__(self, path: str | Path, allow_incomplete: bool = False):
         self.path = str(path)
-        if "://" not in self.path and not Path(self.path).exists():
+        if not is_url(self.path) and not Path(self.path).exists():
             raise StoreError(f"store {self.path} does not exist; run `imo extract` first or fix the path")
         try:
             self.root = zarr.open_group(self.path, mode="r")
@@ -85,7 +88,62 @@ class EmbeddingStore:
                 for i, name in ((i, f"part-{i:05d}-of-{n_parts:05d}") for i in range(n_parts))]
 
     def _locked(self, part: str) -> bool:
-        return "://" not in self.path and os.path.exists(os.path.join(self.path, f"{part}.lock"))
+        return not is_url(self.path) and os.path.exists(os.path.join(self.path, f"{part}.lock"))
+
+    # --- checks ------------------------------------------------------------
+    def check(self, modality: str | None = None, manifest=None, expect: StoreMeta | None = None,
+              keys: tuple[str, ...] = ENCODER_IDENTITY, against: str = "") -> "EmbeddingStore":
+        """The one place a store is verified against what a consumer needs; returns ``self``.
+
+        Refuses (StoreError, one line naming the store and the fix) a store of another ``modality``,
+        an unfinished part, parts made by different encoders, a store made from another ``manifest``
+        (or holding ids it lacks), and one whose meta differs from ``expect`` on ``keys`` (``against``
+        names where ``expect`` came from, e.g. the run that was trained on it).
+        """
+        p, meta = self.path, self.meta
+        if modality is not None and meta.modality != modality:
+            raise StoreError(f"store {p} holds {meta.modality} embeddings but was given for {modality}; "
+                             f"fix --store {modality[0]}=PATH")
+        for st in self.parts_status:
+            if st.status != "complete":
+                raise StoreError(f"store {p}: part {st.index} is {st.status} ({st.n_committed}/{st.n_expected} "
+                                 f"utterances); finish it with `imo extract --modality {meta.modality} "
+                                 f"--shard {st.index}/{len(self.parts_status)}`")
+        want = (meta.n_layers, meta.dim)
+        for part in self._parts:
+            got = tuple(part.values.shape[1:])
+            if got != want:
+                raise StoreError(f"store {p}: a part holds [layers, dim] = {list(got)} but the store's encoder "
+                                 f"({meta.encoder.get('type')}) makes {list(want)}: parts were made by different "
+                                 f"encoders; re-extract the odd part with the store's encoder or write a new store")
+        if manifest is not None:
+            if meta.manifest_fingerprint != manifest.fingerprint:
+                raise StoreError(f"store {p} was extracted from a different manifest (fingerprint "
+                                 f"{meta.manifest_fingerprint}, {manifest.source} has {manifest.fingerprint}); "
+                                 f"pass the manifest it was made from, or re-extract it")
+            known = manifest.by_id()
+            stray = [i for i in self.ids if i not in known]
+            if stray:
+                raise StoreError(f"store {p} holds {len(stray)} id(s) not in {manifest.source} (e.g. {stray[0]!r}); "
+                                 f"it belongs to another manifest: re-extract it")
+        if expect is not None:
+            diff = meta.compatible(expect, keys)
+            if diff:
+                key, have, wanted = diff
+                raise StoreError(f"{meta.modality} store {p} has {key}={have!r} but {against or 'the caller'} "
+                                 f"expects {key}={wanted!r}; pass the store made with the same encoder "
+                                 f"(--store {meta.modality[0]}=PATH) or re-extract it")
+        return self
+
+    def content_fingerprint(self) -> str:
+        """Hash of what a reader of this store gets: the store's meta and, per part, its status, committed
+        counts, failures and checksums. Re-extracting the store (other weights, other data) changes it."""
+        h = hashlib.sha256(json.dumps(self.meta.identity(), sort_keys=True).encode())
+        for st in self.parts_status:
+            attrs = dict(self.root[st.name].attrs) if st.status != "missing" else {}
+            h.update(json.dumps({k: attrs.get(k) for k in ("status", "committed", "failed", "checksums")},
+                                sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
 
     # --- description -------------------------------------------------------
     @property
@@ -119,7 +177,7 @@ class EmbeddingStore:
         return self.n_frames * L * D * 2 + len(self) * L * D * 4
 
     def size_on_disk(self) -> int:
-        if "://" in self.path:
+        if is_url(self.path):
             import fsspec
 
             fs, root = fsspec.core.url_to_fs(self.path)

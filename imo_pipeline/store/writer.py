@@ -11,12 +11,13 @@ from zarr.errors import ContainsGroupError
 
 from ..errors import StoreError
 from ..manifest import ShardSpec
+from ..paths import is_url
 from .layout import VALUE_DTYPE, StoreMeta, geometry
 from .lock import PartLock
 
 
 def is_local(path: str | Path) -> bool:
-    return "://" not in str(path)
+    return not is_url(path)
 
 
 def open_root(path: str | Path, meta: StoreMeta) -> zarr.Group:
@@ -28,14 +29,11 @@ def open_root(path: str | Path, meta: StoreMeta) -> zarr.Group:
     if "imo" not in root.attrs:
         root.attrs.update(meta.to_attrs())
         return root
-    have = StoreMeta.from_attrs(dict(root.attrs))
-    for key, want in meta.identity().items():
-        got = have.identity()[key]
-        if got != want:
-            raise StoreError(
-                f"store {path} was made with {key}={got!r}, this job has {key}={want!r}; "
-                f"write to a new --out or delete {path} to start over"
-            )
+    diff = StoreMeta.from_attrs(dict(root.attrs)).compatible(meta)
+    if diff:
+        key, got, want = diff
+        raise StoreError(f"store {path} was made with {key}={got!r}, this job has {key}={want!r}; "
+                         f"write to a new --out or delete {path} to start over")
     return root
 
 

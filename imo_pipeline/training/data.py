@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..errors import StoreError
 from ..manifest import Manifest, Utterance
+from ..paths import is_url
 from ..store import StoreMeta, open_store
 from ..store.reader import EmbeddingStore
 
@@ -105,34 +106,6 @@ class Table:
         return self.prep.apply(self.store.get(self.rows[k]))
 
 
-def check_store(store: EmbeddingStore, modality: str, manifest: Manifest) -> None:
-    """Refuse a store of another modality, an unfinished one, parts of different encoders or another manifest."""
-    p = store.path
-    if store.meta.modality != modality:
-        raise StoreError(f"store {p} holds {store.meta.modality} embeddings but was given for {modality}; "
-                         f"fix --store {modality}=PATH")
-    for st in store.parts_status:
-        if st.status != "complete":
-            raise StoreError(f"store {p}: part {st.index} is {st.status} ({st.n_committed}/{st.n_expected} utterances); "
-                             f"finish it with `imo extract --modality {modality} --shard {st.index}/{len(store.parts_status)}`")
-    want = (store.meta.n_layers, store.meta.dim)
-    for part in store._parts:
-        got = tuple(part.values.shape[1:])
-        if got != want:
-            raise StoreError(f"store {p}: a part holds [layers, dim] = {list(got)} but the store's encoder "
-                             f"({store.meta.encoder.get('type')}) makes {list(want)}: parts were made by different "
-                             f"encoders; re-extract the odd part with the store's encoder or write a new store")
-    if store.meta.manifest_fingerprint != manifest.fingerprint:
-        raise StoreError(f"store {p} was extracted from a different manifest (fingerprint "
-                         f"{store.meta.manifest_fingerprint}, {manifest.source} has {manifest.fingerprint}); "
-                         f"pass the manifest it was made from, or re-extract it")
-    known = manifest.by_id()
-    stray = [i for i in store.ids if i not in known]
-    if stray:
-        raise StoreError(f"store {p} holds {len(stray)} id(s) not in {manifest.source} (e.g. {stray[0]!r}); "
-                         f"it belongs to another manifest: re-extract it")
-
-
 @dataclass
 class Corpus:
     """Manifest utterances present in every store, with one Table per modality (same order)."""
@@ -167,11 +140,9 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path], head_layers: 
     """
     opened: dict[str, EmbeddingStore] = {}
     for m, path in stores.items():
-        if "://" not in str(path) and not Path(path).exists():
+        if not is_url(path) and not Path(path).exists():
             raise StoreError(f"no {m} store at {path}: run `imo extract --modality {m}` or pass --store {m[0]}=PATH")
-        st = open_store(path)
-        check_store(st, m, manifest)
-        opened[m] = st
+        opened[m] = open_store(path).check(modality=m, manifest=manifest)
     excluded: dict[str, str] = {}
     for m, st in opened.items():
         failed = st.failed

@@ -7,7 +7,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import StoreError
 from ..manifest import load_manifest
 from ..store import open_store
 from .data import open_corpus
@@ -17,16 +16,6 @@ from .runs import Run, write_json
 from .trainer import TrainConfig, confusion_for, evaluate_split, split_indices
 
 
-def check_same_encoder(run: Run, modality: str, path: str) -> None:
-    """Refuse a store made by another encoder (or layers/dim) than the one the run was trained on."""
-    have, want = open_store(path).meta, run.store_meta[modality]
-    for key in ("encoder_fingerprint", "layers", "dim"):
-        if getattr(have, key) != getattr(want, key):
-            raise StoreError(f"{modality} store {path} has {key}={getattr(have, key)!r} but run {run.path} was "
-                             f"trained on {key}={getattr(want, key)!r} ({run.stores[modality]}); pass the store "
-                             f"made with the same encoder (--store {modality[0]}=PATH)")
-
-
 def evaluate_run(run: Run, split: str = "test", manifest: str | None = None, stores: dict[str, str] | None = None,
                  out: str | Path | None = None, log: Callable = print) -> dict:
     """Metrics of ``run`` on ``split`` (train/valid/test, as the run split the data); writes
@@ -34,7 +23,7 @@ def evaluate_run(run: Run, split: str = "test", manifest: str | None = None, sto
     tcfg = TrainConfig(**run.config["train"])
     paths = {m: str((stores or {}).get(m, run.stores[m])) for m in run.modalities}
     for m, p in paths.items():
-        check_same_encoder(run, m, p)
+        open_store(p).check(modality=m, expect=run.store_meta[m], against=f"run {run.path} (trained on {run.stores[m]})")
     man = load_manifest(manifest or tcfg.manifest, tcfg.data_root)
     corpus = open_corpus(man, paths, in_memory="no", progress=False, log=log, preprocess=run.preprocess)
     idx = split_indices(corpus.utterances, tcfg, log=lambda *a: None)[split]
