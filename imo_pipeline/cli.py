@@ -27,13 +27,14 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
 
 
 def _register() -> None:
-    from .commands import export, extract, import_csd, inspect, prepare
+    from .commands import export, export_manifest, extract, import_csd, inspect, prepare
 
     app.command()(extract.extract)
     app.command()(inspect.inspect)
     app.command()(prepare.prepare)
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)
+    app.command(name="export-manifest")(export_manifest.export_manifest)
     from .commands import demo, evaluate, predict, train
 
     app.command()(train.train)

@@ -50,7 +50,9 @@ class Utterance:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest line for this utterance (without defaults)."""
-        out: dict[str, Any] = {"id": self.id, "label": self.label}
+        out: dict[str, Any] = {"id": self.id}
+        if self.label is not None:
+            out["label"] = self.label
         for key in ("split", "fold", "speaker", "text", "frames"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -149,14 +151,13 @@ def parse_line(record: Any, where: str) -> Utterance:
     """Validate one decoded JSON record; ``where`` names the file and line for errors."""
     if not isinstance(record, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for key in ("id", "label"):
-        if key not in record or record[key] is None or record[key] == "":
-            raise ManifestError(f"{where}: missing required field {key!r}")
+    if record.get("id") is None or record["id"] == "":
+        raise ManifestError(f"{where}: missing required field 'id'")
     uid = record["id"]
     if not isinstance(uid, (str, int)) or isinstance(uid, bool):
         raise ManifestError(f"{where}: 'id' must be a string, got {uid!r}")
-    label = record["label"]
-    if not isinstance(label, (str, int, float)) or isinstance(label, bool):
+    label = record.get("label")   # optional: prediction-only manifests have none
+    if label is not None and (not isinstance(label, (str, int, float)) or isinstance(label, bool) or label == ""):
         raise ManifestError(f"{where}: 'label' must be a class name or a number, got {label!r}")
     split = record.get("split")
     if split is not None and split not in SPLITS:
