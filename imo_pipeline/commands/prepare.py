@@ -82,7 +82,7 @@ def prepare(
                               f"takes several")
         root = paths[0]
         if dataset == "emobox":
-            options = {"dataset": emobox_dataset, "data_root": data_root, "fold": fold, "valid_fraction": valid_fraction}
+            options = {"name": emobox_dataset, "data_root": data_root, "fold": fold, "valid_fraction": valid_fraction}
         elif dataset == "lhotse":
             options = {"label_field": label_field, "data_root": data_root}
         else:

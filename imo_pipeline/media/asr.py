@@ -120,11 +120,14 @@ class WhisperASR:
 
 
 _SPOKEN = {"mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint"}
+_SPOKEN.update({str(i): w for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())})
 
 
 def normalize_words(text: str) -> list[str]:
-    """Lower-case words without punctuation (apostrophes kept, hyphens as spaces; "Mr." -> "mister"
-    and the like, as Whisper's English normalizer does), for scoring."""
+    """Lower-case words without punctuation (apostrophes kept, hyphens as spaces), with "Mr." -> "mister"
+    and the like and the numbers 0-20 spelled out ("10" -> "ten"), for scoring transcripts."""
     text = unicodedata.normalize("NFKC", text).lower().replace("-", " ")
     text = re.sub(r"[^\w\s']", " ", text)
     words = [w.strip("'") for w in text.split() if w.strip("'")]

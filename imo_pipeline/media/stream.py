@@ -26,6 +26,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aa
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts")
 MEDIA_SUFFIXES = AUDIO_SUFFIXES + VIDEO_SUFFIXES
 _SOUNDFILE_FIRST = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".caf", ".w64", ".mp3")
+_PREROLL = 1.0            # seconds decoded (and dropped) before a seek target
 _MAX_LEAD_IN = 3600.0      # seconds of silence a late-starting audio track may be padded with
 
 
@@ -177,7 +178,7 @@ class AudioReader:
 
 def decode_av(path: str | Path, sample_rate: int, start: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
     """(time of the first sample, mono float32 samples at ``sample_rate``) chunks of the first audio track
-    of ``path`` from about ``start`` on (PyAV seeks to the packet before ``start``). From the file's start,
+    of ``path`` from about ``start`` on (PyAV seeks to a packet about a second before ``start``). From the file's start,
     a track that begins late is preceded by silence, so chunk times are file times."""
     av, path = _av(), Path(path)
     try:
@@ -186,29 +187,36 @@ def decode_av(path: str | Path, sample_rate: int, start: float = 0.0) -> Iterato
                 raise MediaError(f"media file {path} has no audio track")
             s = c.streams.audio[0]
             s.thread_type = "AUTO"
-            if start > 0 and s.time_base is not None:
-                c.seek(int(start / s.time_base), stream=s, backward=True, any_frame=False)
-            rs = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            seek = start > _PREROLL and s.time_base is not None
+            if seek:                     # a second early: decoders (AAC) need a few frames to settle
+                c.seek(int((start - _PREROLL) / s.time_base), stream=s, backward=True, any_frame=False)
+            rs = av.AudioResampler(format="fltp", rate=sample_rate)   # channels kept: averaged below, as soundfile's are
             t = None
             for frame in c.decode(s):
                 if t is None:
                     t = max(0.0, float(frame.time or 0.0)) if frame.time is not None else 0.0
-                    if start <= 0 and t > 0:
+                    if not seek and t > 0:
                         if t > _MAX_LEAD_IN:
                             raise MediaError(f"media file {path}: its audio track starts at {t:.0f} s; re-mux it")
                         yield 0.0, np.zeros(int(round(t * sample_rate)), np.float32)
                 for out in rs.resample(frame):
-                    x = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                    x = _mono(out.to_ndarray())
                     yield t, x
                     t += x.size / sample_rate
             for out in rs.resample(None):
-                x = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+                x = _mono(out.to_ndarray())
                 yield (t or 0.0), x
                 t = (t or 0.0) + x.size / sample_rate
     except MediaError:
         raise
     except Exception as e:
         raise _undecodable(path, e) from None
+
+
+def _mono(planar: np.ndarray) -> np.ndarray:
+    """(C, S) planar samples -> (S,) float32 channel mean."""
+    planar = np.asarray(planar, dtype=np.float32)
+    return planar.mean(axis=0) if planar.ndim == 2 and planar.shape[0] > 1 else planar.reshape(-1)
 
 
 def read_range(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:

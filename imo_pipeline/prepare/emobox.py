@@ -57,9 +57,9 @@ class EmoBox(Preparer):
     label_sets = ("mapped", "raw")
     description = "EmoBox metadata (any of its 32 datasets) with its official folds"
 
-    def __init__(self, root: Path, labels: str | None = None, dataset: str | None = None,
+    def __init__(self, root: Path, labels: str | None = None, name: str | None = None,
                  data_root: Path | None = None, fold: int = 1, valid_fraction: float = 0.2, **options: Any):
-        root = Path(root)
+        root, dataset = Path(root), name
         labels = labels or self.label_sets[0]
         if labels not in self.label_sets:
             raise ConfigError(f"--labels {labels!r} is not offered for emobox; use mapped (EmoBox's label_map.json) or raw")
@@ -76,7 +76,8 @@ class EmoBox(Preparer):
             if root.name == f"{dataset}.jsonl":
                 self.folder = root.parent
             else:
-                self.folder, self.single = root.parent, root
+                self.single = root
+                self.folder = root.parent.parent if re.fullmatch(r"fold_?\d+", root.parent.name) else root.parent
         elif root.is_dir():
             if dataset and (root / dataset).is_dir():
                 self.folder = root / dataset
@@ -144,6 +145,7 @@ class EmoBox(Preparer):
                 add(r)
             if info and info[0] in PARTS:
                 parts[info[1]] = {info[0]: {r["key"] for r in recs}}
+                self.fold = info[1]             # one list: its own fold and part
         else:
             everything = self.folder / f"{self.dataset}.jsonl"
             if everything.is_file():

@@ -46,6 +46,22 @@ def _utf8(text: str) -> bool:
         return False
 
 
+class _Share:
+    """Progress of one file on the shared bar, never more than the file's share of the total."""
+
+    def __init__(self, bar, share: float):
+        self.bar, self.left = bar, share
+
+    def __call__(self, seconds: float) -> None:
+        step = min(self.left, max(0.0, seconds))
+        if step > 0:
+            self.left -= step
+            self.bar.update(step)
+
+    def finish(self) -> None:
+        self(self.left)
+
+
 @register_preparer("media")
 class MediaPreparer(Preparer):
     label_sets = ("none",)
@@ -143,16 +159,22 @@ class MediaPreparer(Preparer):
         utts: list[Utterance] = []
         speechless = empty_text = short = 0
         total = 0.0
-        with tqdm(total=round(seconds * (2 if asr else 1), 1), unit="s", desc="media", disable=not self.progress,
-                  dynamic_ncols=True) as bar:
+        passes = 2 if asr else 1
+        with tqdm(total=seconds * passes, unit="s", desc="media", disable=not self.progress, dynamic_ncols=True,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio "
+                             "[{elapsed}<{remaining}{postfix}]") as bar:
             for f, name, base, info in infos:
                 bar.set_postfix_str(name[-40:], refresh=False)
+                share = info.duration * passes if math.isfinite(info.duration) else 0.0
+                step = _Share(bar, share)
                 try:
-                    segs = segmenter.segment(f, asr=asr, info=info, progress=lambda s: bar.update(round(s, 3)))
+                    segs = segmenter.segment(f, asr=asr, info=info, progress=step)
                 except MediaError as e:
                     report.add("skipped", f, str(e))
                     undecodable += 1
                     continue
+                finally:
+                    step.finish()
                 total += info.duration if math.isfinite(info.duration) else 0.0
                 if not segs:
                     report.add("skipped", f, f"no speech found (Silero VAD threshold {self.segment_config.threshold}); "
