@@ -103,7 +103,7 @@ class LhotseCuts(Preparer):
         return utts
 
     def _utterance(self, cut, where: str, report: PrepareReport) -> tuple[Utterance | None, int]:
-        from lhotse.cut import DataCut
+        from lhotse.cut.data import DataCut
 
         name = f"{where} ({cut.id})"
         if not isinstance(cut, DataCut):
