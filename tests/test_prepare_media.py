@@ -212,11 +212,47 @@ def test_streamed_decoding_equals_decoding_at_once(tmp_path):
 def test_segment_audio_is_cut_in_one_pass(tmp_path):
     x = (np.arange(16000 * 70) % 1000 / 1000).astype(np.float32)
     sf.write(tmp_path / "r.flac", x, 16000, subtype="PCM_24")
-    segs = [(0.5, 1.5), (29.9, 31.2), (31.2, 45.0), (69.0, 70.0)]
+    segs = [(0.5, 1.5), (29.9, 31.2), (31.2, 45.0), (69.0, 70.0), (1.0, 31.0)]      # the last overlaps three
     got = dict(iter_segment_audio(tmp_path / "r.flac", segs, 16000, block_seconds=30.0))
-    assert sorted(got) == [0, 1, 2, 3]
+    assert sorted(got) == [0, 1, 2, 3, 4]
     for i, (a, b) in enumerate(segs):
         assert got[i] == pytest.approx(x[int(a * 16000):int(b * 16000)], abs=1e-5)
+
+
+def test_files_ids_and_refusals(tmp_path):
+    from imo_pipeline.prepare.base import PrepareReport
+    from imo_pipeline.prepare.media import MediaPreparer
+
+    for rel in ("a/talk.wav", "a/talk.mp4", "a/x.flac", "b/x.flac", "a/.hidden.wav", "a/notes.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "a").joinpath(os.fsdecode(b"caf\xe9.wav")).write_bytes(b"")        # a Latin-1 file name
+    report = PrepareReport()
+    prep = MediaPreparer(tmp_path / "a", paths=[tmp_path / "a", tmp_path / "b", tmp_path / "nope.wav"])
+    files = prep.files(report)
+    assert [name for _, name in files] == ["talk.mp4", "talk.wav", "x.flac", "x.flac"]
+    bases = prep.id_bases(files)
+    assert bases[:2] == ["talk.mp4", "talk.wav"] and bases[2] != bases[3] and bases[2].startswith("x~")
+    kinds = sorted((i.kind, Path(i.where).name, i.reason.split(";")[0]) for i in report.issues)
+    assert kinds == [("missing", "nope.wav", "no such file or folder"),
+                     ("skipped", ".hidden.wav", "hidden file"),
+                     ("skipped", os.fsdecode(b"caf\xe9.wav"), "the file name is not valid UTF-8 and cannot be "
+                                                              "written to a manifest"),
+                     ("skipped", "notes.md", "not an audio or video file (suffix '.md')")]
+    with pytest.raises(ConfigError, match="media manifests have no labels"):
+        MediaPreparer(tmp_path, labels="4class")
+
+
+def test_asr_options_are_checked(tmp_path):
+    from imo_pipeline.media.asr import ASRConfig, WhisperASR
+
+    with pytest.raises(ConfigError, match="--compute-type 'int9'"):
+        ASRConfig(compute_type="int9")
+    assert ASRConfig(language="auto").language is None
+    with pytest.raises(ConfigError, match="has no model.bin"):
+        WhisperASR(ASRConfig(model=str(tmp_path)))
+    with pytest.raises(ConfigError, match="--language 'xx' is not a Whisper language code"):
+        WhisperASR(ASRConfig(language="xx"))
 
 
 def test_word_error_rate_and_label_optional():

@@ -115,21 +115,20 @@ class MediaPreparer(Preparer):
 
     @staticmethod
     def id_bases(files: list[tuple[Path, str]]) -> list[str]:
-        """Unique id stems: the name without its suffix, with the suffix where two files share a stem,
-        and a short hash of the full path where even that collides (files under two folders given)."""
+        """Unique id stems: the name without its suffix; with the suffix where two files differ only by it
+        (``talk.wav``, ``talk.mp4``); with a short hash of the full path where the names themselves
+        collide (the same name under two folders given)."""
+        from collections import Counter
+
         stems = [name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name for _, name in files]
-        count: dict[str, int] = {}
-        for s in stems:
-            count[s] = count.get(s, 0) + 1
-        bases = [s if count[s] == 1 else name for s, (_, name) in zip(stems, files)]
-        seen: dict[str, int] = {}
-        for b in bases:
-            seen[b] = seen.get(b, 0) + 1
+        names = Counter(name for _, name in files)
+        n_stems = Counter(stems)
         out = []
-        for b, (f, _) in zip(bases, files):
-            if seen[b] > 1:
-                b = f"{b}~{hashlib.sha256(str(f.resolve()).encode()).hexdigest()[:8]}"
-            out.append(b)
+        for (f, name), stem in zip(files, stems):
+            if names[name] > 1:
+                out.append(f"{stem}~{hashlib.sha256(str(f.resolve()).encode()).hexdigest()[:8]}")
+            else:
+                out.append(stem if n_stems[stem] == 1 else name)
         return out
 
     def collect(self, report: PrepareReport) -> list[Utterance]:
