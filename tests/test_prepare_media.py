@@ -30,7 +30,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from imo_pipeline.cli import app
-from imo_pipeline.errors import ConfigError, ManifestError
+from imo_pipeline.errors import ConfigError
 from imo_pipeline.manifest import load_manifest, parse_line
 from imo_pipeline.media.asr import normalize_words, word_error_rate
 from imo_pipeline.media.segment import (HOP, FrameScores, SegmentConfig, fixed_windows, iter_segment_audio,
