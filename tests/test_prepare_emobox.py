@@ -149,7 +149,7 @@ def test_official_valid_lists_video_clips_old_format_and_time_cuts(tmp_path):
     emo = [record("emodb", f"emodb-0{s}a0{i}Wa", f"downloads/emodb/wav/0{s}a0{i}Wa.wav", e, sr=16000)
            for s in (3, 8) for i, e in enumerate(("anger", "sad", "happy"))]
     write_jsonl(data / "emodb" / "emodb.jsonl", emo)
-    (data / "emodb" / "label_map.json").write_text(json.dumps({"anger": "Angry", "sad": "Sad", "happy": "Happy"}))
+    (data / "emodb" / "label_map.json").write_text(json.dumps({"anger": "Angry", "sad": "Sad", "Happy": "Happy"}))
     for k, spk in ((1, "3"), (2, "8")):
         test = [r for r in emo if r["key"][7] == spk]
         train = [r for r in emo if r["key"][7] != spk]
@@ -158,8 +158,10 @@ def test_official_valid_lists_video_clips_old_format_and_time_cuts(tmp_path):
         legacy = lambda rs: [record("emodb", r["key"], r["wav"], r["emo"], sr=16000, legacy=True) for r in rs]  # noqa: E731
         write_jsonl(data / "emodb" / f"fold_{k}" / f"emodb_test_fold{k}.jsonl", legacy(train))   # would swap roles
         write_jsonl(data / "emodb" / f"fold_{k}" / f"emodb_train_fold{k}.jsonl", legacy(test))
-    utts, _ = prepare("emobox", data / "emodb", None)
+    utts, report = prepare("emobox", data / "emodb", None)
     assert {u.id: u.fold for u in utts} == {r["key"]: ("1" if r["key"][7] == "3" else "2") for r in emo}
+    assert sorted({u.label for u in utts}) == ["Angry", "Happy", "Sad"] and not report.issues   # "happy" -> "Happy"
+    assert any("2 emotion code(s) matched a label_map.json key only when case is ignored" in n for n in report.notes)
     # a dataset published only in the older record format still reads
     only_old = data / "old" / "old"
     write_jsonl(only_old / "fold_1" / "old_test_fold1.jsonl",

@@ -95,9 +95,12 @@ def prepare(
             typer.echo("media paths are relative to the manifest's folder: `imo extract` reads them as is")
         else:
             typer.echo(f"media paths are relative to {root}: use --data-root {root} or data_root in imo.toml")
+    elif dataset in ("emobox", "lhotse") and data_root is not None:
+        typer.echo(f"relative media paths are relative to {data_root}: use --data-root {data_root} or data_root "
+                   f"in imo.toml")
     elif dataset in ("emobox", "lhotse"):
-        where = data_root or "the folder the source's relative paths start from"
-        typer.echo(f"relative media paths are kept as the source gives them: use --data-root {where} "
-                   f"(or data_root in imo.toml) when extracting")
+        start = "EmoBox's checkout (downloads/...)" if dataset == "emobox" else "the folder lhotse ran in"
+        typer.echo(f"relative media paths are kept as the source gives them (relative to {start}), unchecked: "
+                   f"pass that folder as --data-root here to check the files, and to imo extract")
     else:
         typer.echo(f"media paths are relative to {root}: use --data-root {root} or data_root in imo.toml")

@@ -16,7 +16,8 @@ cut the file). ``wav`` is relative to the EmoBox checkout (``downloads/...``): p
 as ``--data-root`` to check the files, and to ``imo extract``.
 
 Manifest: ``id`` = ``key``; ``label`` = ``emo`` through ``label_map.json`` (``--labels mapped``,
-the labels EmoBox's results use) or as is (``--labels raw``); ``fold`` = the fold whose test list
+the labels EmoBox's results use; a code that matches a key only when case is ignored, as emodb's
+``neutral`` for ``Neutral``, is mapped and counted in a note) or as is (``--labels raw``); ``fold`` = the fold whose test list
 holds the utterance (datasets with several folds); ``split`` = its part in fold ``--fold``
 (default 1). Datasets without a valid list: an utterance of the fold's training part is
 ``valid`` when ``sha256(key)`` read as a fraction in [0, 1) is below ``--valid-fraction``
@@ -161,10 +162,14 @@ class EmoBox(Preparer):
         test_fold = self._test_folds(parts, report)
         split_of = self._splits(parts, report)
         utts = []
+        self.case_folded = 0
         for key in order:
             u = self._utterance(records[key], label_map, split_of.get(key), test_fold.get(key), report)
             if u is not None:
                 utts.append(u)
+        if self.case_folded:
+            report.note(f"{self.case_folded} emotion code(s) matched a label_map.json key only when case is ignored "
+                        f"(e.g. 'neutral' for 'Neutral')")
         if len(parts) > 1:
             report.note(f"folds: {', '.join(map(str, sorted(parts)))} (fold = the fold whose test list holds the "
                         f"utterance); split from fold {self.fold}")
@@ -228,16 +233,28 @@ class EmoBox(Preparer):
                         f"utterances are valid (sha256(key) < {self.valid_fraction})")
         return out
 
+    @staticmethod
+    def _folded(label_map: dict) -> dict[str, str]:
+        """label_map keys by their case-folded spelling, where that spelling is unique."""
+        keys: dict[str, list[str]] = {}
+        for k in label_map:
+            keys.setdefault(str(k).casefold(), []).append(str(k))
+        return {f: ks[0] for f, ks in keys.items() if len(ks) == 1}
+
     def _utterance(self, rec: dict, label_map: dict | None, split: str | None, fold: str | None,
                    report: PrepareReport) -> Utterance | None:
         key, wav, emo, where = rec["key"], rec["_wav"], rec["_emo"], rec["_where"]
         label = emo
         if label_map is not None:
+            if str(emo) not in label_map and self._folded(label_map).get(str(emo).casefold()) is not None:
+                self.case_folded += 1
+                emo = self._folded(label_map)[str(emo).casefold()]
             if str(emo) not in label_map:
                 report.add("unknown_label", where, f"{key}: emotion {emo!r} is not in label_map.json "
                                                    f"({', '.join(map(str, label_map))})")
                 return None
             label = label_map[str(emo)]
+            emo = rec["_emo"]
         start, end = rec.get("start_time"), rec.get("end_time")
         try:
             start = float(start) if start is not None else 0.0
