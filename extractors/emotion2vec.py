@@ -43,8 +43,9 @@ def resolve_folder(source: str) -> Path:
         except Exception as e:  # offline, unknown repo, network: all one message
             hint = (f"ModelScope ids are not fetched; the same models are on the Hugging Face hub as "
                     f"emotion2vec/{source.split('/', 1)[1]}" if source.startswith("iic/")
-                    else "offline or a typo? download it once with `huggingface-cli download ID` or pass a local folder")
-            raise ConfigError(f"emotion2vec: hub id {source!r} could not be fetched: {hint} "
+                    else "offline or a typo? download it once with `huggingface-cli download ID` or pass a folder")
+            raise ConfigError(f"emotion2vec: {source!r} is no local folder, and as a hub id it could not be fetched: "
+                              f"{hint} "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
     for name in ("config.yaml", "model.pt"):
         if not (local / name).is_file():
@@ -55,7 +56,7 @@ def resolve_folder(source: str) -> Path:
 
 @dataclass
 class Emotion2vecConfig(ExtractorConfig):
-    normalize: bool | None = None   # layer-norm the whole waveform first; None: config.yaml's `normalize` (FunASR's rule)
+    normalize: bool | None = None   # layer-norm the whole waveform first; None: config.yaml's `normalize` (as FunASR)
 
 
 @register_extractor("emotion2vec")
@@ -84,7 +85,11 @@ class Emotion2vecExtractor(AudioInput, Extractor):
         self.arch = self.model.arch
         self.sample_rate = 16000
         if self.config.normalize is None:
-            self.config.normalize = bool(self.arch.normalize)
+            if self.arch.normalize is None:
+                raise ConfigError(f"emotion2vec: {folder / 'config.yaml'} does not say whether the model takes "
+                                  f"layer-normalised audio (model_conf.normalize; FunASR stops here too); "
+                                  f"set the option normalize=true or normalize=false")
+            self.config.normalize = self.arch.normalize
         self.batching = "mask" if self.arch.extractor_mode == "layer_norm" else "equal"
 
     def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:

@@ -67,7 +67,7 @@ class Emotion2vecArch:
     norm_eps: float = 1e-6
     norm_affine: bool = True
     layer_norm_first: bool = False
-    normalize: bool = False                 # layer-norm the whole waveform before the model
+    normalize: bool | None = None           # layer-norm the whole waveform first; None: config.yaml does not say
     # modalities.audio
     prenet_depth: int = 4
     num_extra_tokens: int = 0
@@ -147,8 +147,9 @@ def read_arch(path: Path) -> Emotion2vecArch:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"emotion2vec config {path} could not be read as YAML ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:120] if str(e) else ''}); pass the folder FunASR's model came in") from None
+        first = str(e).splitlines()[0][:120] if str(e) else ""
+        raise ConfigError(f"emotion2vec config {path} could not be read as YAML ({type(e).__name__}: {first}); "
+                          f"pass the folder the model came in") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model_conf"), dict):
         raise ConfigError(f"emotion2vec config {path} has no 'model_conf' mapping; is it the config.yaml of a "
                           f"FunASR emotion2vec model (e.g. emotion2vec_plus_large)?")
@@ -295,7 +296,7 @@ class Mlp(nn.Module):
 
 
 class Alibi:
-    """The ALiBi bias of one forward pass: ``(slope_h * -|i - j|) * scale_h`` between real frames, 0 for extra tokens."""
+    """One pass's ALiBi bias: ``(slope_h * -|i - j|) * scale_h`` between real frames, 0 for extra tokens."""
 
     def __init__(self, slopes: torch.Tensor, n_extra: int, n: int):
         self.slopes, self.n_extra, self.n = slopes, n_extra, n             # (H_a,)
