@@ -257,7 +257,7 @@ def test_cli_extract_fairseq_audio(tmp_path, family):
     assert reasons[0]["id"] == "blip" and "fewer than the" in reasons[0]["reason"]
     store = open_store(tmp_path / "a.zarr")
     meta = store.meta.encoder
-    assert meta["type"] == "fairseq-audio" and meta["kind"] == family and store.frame_rate == (
+    assert meta["type"] == "fairseq-audio" and meta["kind"] == family and store.meta.frame_rate == (
         100.0 if family == "wav2vec" else 50.0)
     ext = build_extractor(meta, "audio", device="cpu")                 # the store's config rebuilds the encoder
     manifest = load_manifest(tmp_path / "m.jsonl")
