@@ -65,6 +65,7 @@ def test_wav2vec_checkpoint_matches_the_fairseq_module(tmp_path, config):
         build_extractor(f"fairseq:{path}", "audio", layers="q")
 
 
+@pytest.mark.slow
 def test_wav2vec_large_real_size_frame_rate(tmp_path):
     """The released wav2vec_large.pt's exact shapes (512 wide) load; 100 frames/s, causal context."""
     args = wav2vec_args("large", width=512)
@@ -167,6 +168,16 @@ def test_w2v2_and_hubert_equal_the_transformers_model(tmp_path, kind, norm, stab
             np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
 
 
+def test_omegaconf_checkpoint_without_omegaconf_names_the_extra(tmp_path, monkeypatch):
+    pytest.importorskip("omegaconf", reason="omegaconf (the [fairseq] extra) is needed to write the checkpoint")
+    import extractors.fairseq_ckpt as fc
+
+    path = save_fairseq_w2v2(tmp_path / "ck.pt", tiny_hf_speech("hubert"), "hubert", "omegaconf")
+    monkeypatch.setattr(fc, "omegaconf_classes", lambda: [])           # as where omegaconf is not installed
+    with pytest.raises(ConfigError, match=r"holds the class omegaconf\..*pip install 'imo-pipeline\[fairseq\]'"):
+        build_extractor(f"fairseq:{path}", "audio")
+
+
 # --- RoBERTa ----------------------------------------------------------------------------------------------
 
 def test_gpt2_bpe_and_dictionary_give_fairseq_ids(tmp_path):
@@ -244,6 +255,7 @@ def _audio_manifest(tmp_path):
     return write_manifest_lines(tmp_path / "m.jsonl", lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["wav2vec", "hubert"])
 def test_cli_extract_fairseq_audio(tmp_path, family):
     _audio_manifest(tmp_path)
@@ -268,6 +280,7 @@ def test_cli_extract_fairseq_audio(tmp_path, family):
     assert store.get("a1").shape[1] == (2 if family == "wav2vec" else 3)
 
 
+@pytest.mark.slow
 def test_cli_extract_fairseq_roberta(tmp_path):
     enc, opts = roberta_fixture(tmp_path / "roberta")
     lines = [{"id": f"t{i}", "label": "neu", "text": s} for i, s in enumerate(CORPUS)]
