@@ -39,9 +39,9 @@ from imo_pipeline.safe_load import load_checkpoint
 
 FINETUNED = {"wav2vec_ctc": "w2v_encoder.w2v_model.", "wav2vec_seq2seq": "encoder.w2v_model.",
              "hubert_ctc": "w2v_encoder.w2v_model.", "hubert_seq2seq": "encoder.w2v_model."}
-STRIP_FIX = ("if you trust the file, make a weights-only copy where fairseq is installed: "
-             "cp = torch.load(PATH, weights_only=False); torch.save({'args': cp.get('args'), "
-             "'cfg': cp.get('cfg'), 'model': cp['model']}, 'stripped.pt')")
+STRIP_FIX = ("if you trust the file, make a weights-only copy with fairseq's own loader: "
+             "s = fairseq.checkpoint_utils.load_checkpoint_to_cpu(PATH); torch.save({'args': s.get('args'), "
+             "'cfg': s.get('cfg'), 'model': s['model']}, 'weights_only.pt'), and pass that")
 
 
 def omegaconf_classes() -> list[Any]:

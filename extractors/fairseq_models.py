@@ -263,7 +263,8 @@ def build_w2v2(ck: FairseqCheckpoint):
     if "feature_projection.projection.weight" not in sd and config.conv_dim[-1] == config.hidden_size:
         sd["feature_projection.projection.weight"] = torch.eye(config.hidden_size)   # fairseq has no projection
         sd["feature_projection.projection.bias"] = torch.zeros(config.hidden_size)   # when the widths agree
-    sd.setdefault("masked_spec_embed", want["masked_spec_embed"]) if "masked_spec_embed" in want else None
+    if "masked_spec_embed" in want:   # used only for masking in training; absent from some fine-tuned files
+        sd.setdefault("masked_spec_embed", want["masked_spec_embed"])
     _check_fit(ck, want, sd)
     unexpected = sorted(set(sd) - set(want))
     if unexpected:
@@ -302,10 +303,19 @@ def roberta_state(ck: FairseqCheckpoint) -> dict[str, torch.Tensor]:
              "self_attn.v_proj": "attention.self.value", "self_attn.out_proj": "attention.output.dense",
              "self_attn_layer_norm": "attention.output.LayerNorm", "fc1": "intermediate.dense",
              "fc2": "output.dense", "final_layer_norm": "output.LayerNorm"}
+    unmapped = []
     for k, v in sd.items():
         m = re.fullmatch(r"layers\.(\d+)\.(.+)\.(weight|bias)", k)
         if m and m.group(2) in names:
             out[f"encoder.layer.{m.group(1)}.{names[m.group(2)]}.{m.group(3)}"] = v
+        elif not m and k.split(".")[0] not in ("embed_tokens", "embed_positions", "emb_layer_norm",
+                                                 "layernorm_embedding", "version"):
+            unmapped.append(k)
+        elif m:
+            unmapped.append(k)
+    if unmapped:   # e.g. a final layer_norm: pre-norm layers, which RobertaModel does not have
+        raise ConfigError(f"fairseq checkpoint {ck.path} ({ck.arch}): sentence-encoder weights {unmapped[:4]} have no "
+                          f"place in transformers' RobertaModel; imo maps the post-norm RoBERTa encoder only")
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -326,9 +336,6 @@ def build_roberta(ck: FairseqCheckpoint):
         intermediate_size=int(ck.opt("encoder_ffn_embed_dim", ffn)), hidden_act=str(ck.opt("activation_fn", "gelu")),
         max_position_embeddings=pos.shape[0], type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
         bos_token_id=0, eos_token_id=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    if ck.opt("encoder_normalize_before", False) and "encoder.layer.0.attention.output.LayerNorm.weight" in sd \
-            and ck.arch not in ROBERTA_ARCHS:
-        raise ConfigError(f"fairseq checkpoint {ck.path}: pre-norm layers ({ck.arch}) do not map onto RobertaModel")
     model = tf.RobertaModel(config, add_pooling_layer=False)
     want = model.state_dict()
     sd["embeddings.token_type_embeddings.weight"] = torch.zeros_like(want["embeddings.token_type_embeddings.weight"])

@@ -19,6 +19,7 @@ from fairseq_utils import (MERGES, random_wav2vec, roberta_fixture, save_fairseq
 from imo_pipeline.errors import ConfigError
 from imo_pipeline.extract import extract
 from imo_pipeline.manifest import load_manifest
+from imo_pipeline.safe_load import load_checkpoint
 from imo_pipeline.store import open_store
 from media_utils import CORPUS
 
@@ -89,6 +90,7 @@ def test_disallowed_pickle_is_refused_and_never_runs(tmp_path):
         build_extractor(f"fairseq:{path}", "audio")
     msg = str(e.value)
     assert "holds the class posix.system" in msg and "weights-only copy" in msg and "\n" not in msg
+    assert "weights_only=False" not in msg
     assert not marker.exists()
     (tmp_path / "m.jsonl").write_text('{"id": "a", "label": "x", "audio": "a.wav"}\n')
     r = _imo("extract", "-m", "audio", "--manifest", "m.jsonl", "--encoder", f"fairseq:{path}", "--out", "s.zarr",
@@ -237,6 +239,14 @@ def test_roberta_files_must_belong_together(tmp_path):
         build_extractor(f"fairseq:{tmp_path}", "text")
     with pytest.raises(ConfigError, match="is a RoBERTa text model; extract it with --modality text"):
         build_extractor(f"fairseq:{path}", "audio")
+    cp = load_checkpoint(path, "test", allow=[argparse.Namespace])   # a pre-norm variant (final layer_norm)
+    cp["model"]["decoder.sentence_encoder.layer_norm.weight"] = torch.ones(32)
+    torch.save(cp, path)
+    (tmp_path / "dict.txt").unlink()
+    save_fairseq_roberta(tmp_path / "again")
+    (tmp_path / "again" / "dict.txt").rename(tmp_path / "dict.txt")
+    with pytest.raises(ConfigError, match=r"weights \['layer_norm.weight'\] have no place"):
+        build_extractor(f"fairseq:{path}", "text")
 
 
 # --- end to end through imo extract ---------------------------------------------------------------------------
