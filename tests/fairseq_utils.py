@@ -178,11 +178,12 @@ def training_state() -> dict:
             "last_optimizer_state": None}
 
 
-def save_fairseq(path, model_state: dict, args=None, cfg=None, **extra) -> Path:
+def save_fairseq(path, model_state: dict, args=None, cfg=None, legacy: bool = False, **extra) -> Path:
+    """``legacy``: torch's pre-1.6 (non-zip) format, as the 2019 releases (wav2vec_large.pt, roberta.large) were saved."""
     obj = {"args": args, "model": model_state, **training_state(), **extra}
     if cfg is not None:
         obj["cfg"] = cfg
-    torch.save(obj, path)
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
     return Path(path)
 
 
@@ -443,7 +444,7 @@ def save_fairseq_roberta(folder: Path, seed: int = 0, split_qkv: bool = False) -
             else:
                 new[k] = v
         sd = new
-    path = save_fairseq(folder / "model.pt", sd, roberta_args())
+    path = save_fairseq(folder / "model.pt", sd, roberta_args(), legacy=not split_qkv)
     return path, model, ids
 
 

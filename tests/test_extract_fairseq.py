@@ -46,7 +46,7 @@ def _imo(*args, cwd):
 def test_wav2vec_checkpoint_matches_the_fairseq_module(tmp_path, config):
     args = wav2vec_args(config, width=16)
     ref = random_wav2vec(args, seed=1)
-    path = save_fairseq(tmp_path / "wav2vec.pt", ref.state_dict(), args)
+    path = save_fairseq(tmp_path / "wav2vec.pt", ref.state_dict(), args, legacy=config == "large")
     ext = build_extractor(f"fairseq:{path}", "audio", layers="z,c", device="cpu")
     assert (ext.family, ext.config.kind, ext.layer_names, ext.layers) == ("fairseq-audio", "wav2vec", ("z", "c"), [0, 1])
     assert (ext.frame_rate, ext.dim, ext.batching, ext.config.normalize) == (100.0, 16, "equal", False)
