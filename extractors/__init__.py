@@ -18,7 +18,7 @@ register_extractor = EXTRACTORS.register
 DEFAULT_FAMILY = {"audio": "hf-audio", "text": "hf-text", "video": "hf-vision"}
 
 from .base import Extractor, ExtractorConfig  # noqa: E402
-from . import audio_ssl, emotion2vec, fabnet, fbank, pixels, text_hf, vision_hf  # noqa: E402,F401  (registration)
+from . import audio_ssl, emotion2vec, fabnet, fairseq, fbank, pixels, text_hf, vision_hf  # noqa: E402,F401  (registration)
 
 
 def parse_encoder(text: str, modality: str) -> tuple[str, str | None]:
@@ -28,6 +28,11 @@ def parse_encoder(text: str, modality: str) -> tuple[str, str | None]:
     family, sep, source = text.partition(":")
     if sep and family in EXTRACTORS:
         return family, source
+    if sep and f"{family}-{modality}" in EXTRACTORS:   # one spelling, one family per modality (fairseq:PATH)
+        return f"{family}-{modality}", source
+    if sep and any(n.startswith(f"{family}-") for n in EXTRACTORS.names()):
+        raise ConfigError(f"--encoder {text}: {family} checkpoints have no {modality} family; "
+                          f"{family} families: {', '.join(n for n in EXTRACTORS.names() if n.startswith(family + '-'))}")
     if modality not in DEFAULT_FAMILY:
         raise ConfigError(f"unknown modality {modality!r}")
     return DEFAULT_FAMILY[modality], text

@@ -56,19 +56,25 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def parse_layers(spec: str, n_hidden: int) -> list[int]:
-    """Hidden-state indices kept: ``last`` -> [n-1], ``all`` -> 0..n-1, ``6,12`` -> [6, 12]."""
+def parse_layers(spec: str, n_hidden: int, names: tuple[str, ...] = ()) -> list[int]:
+    """Hidden-state indices kept: ``last`` -> [n-1], ``all`` -> 0..n-1, ``6,12`` -> [6, 12].
+
+    A family with named layers (``layer_names``, e.g. wav2vec's ``z``, ``c``)
+    also takes those names, alone or mixed with indices: ``c`` -> [1], ``z,c`` -> [0, 1].
+    """
     spec = str(spec).strip()
     if spec == "last":
         return [n_hidden - 1]
     if spec == "all":
         return list(range(n_hidden))
+    parts = [x.strip() for x in spec.split(",") if x.strip()]
     try:
-        idx = [int(x) for x in spec.split(",") if x.strip()]
+        idx = [names.index(x) if x in names else int(x) for x in parts]
     except ValueError:
         idx = []
     if not idx or any(not 0 <= i < n_hidden for i in idx) or len(set(idx)) != len(idx):
-        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices in 0..{n_hidden - 1} "
+        named = f", or the names {', '.join(names)}" if names else ""
+        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices in 0..{n_hidden - 1}{named} "
                           f"(0 is the input embedding, {n_hidden - 1} the last layer)")
     return idx
 
@@ -89,6 +95,7 @@ class Extractor(ABC):
     default_budget: ClassVar[float] = 16.0   # per batch, in ``unit`` (CPU); GPUs get 4x
     batching: str = "single"
     registered_name: ClassVar[str]
+    layer_names: tuple[str, ...] = ()   # names ``--layers`` accepts beside indices, in hidden-state order
 
     def __init__(self, config: ExtractorConfig):
         self.config = config
@@ -135,7 +142,7 @@ class Extractor(ABC):
                                                              atol=1e-3, rtol=1e-3):
                 self.batching = "equal"
         self.n_hidden, self.dim = a.shape[1], a.shape[2]
-        self.layers = parse_layers(self.config.layers, self.n_hidden)
+        self.layers = parse_layers(self.config.layers, self.n_hidden, tuple(self.layer_names))
         self.frame_rate = float(b.shape[0] - a.shape[0]) if self.unit == "s" else None
 
     def _autocast(self):
