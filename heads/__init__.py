@@ -14,15 +14,27 @@ from imo_pipeline.registry import Registry
 HEADS: Registry = Registry("head")
 register_head = HEADS.register
 
-from .base import Head, HeadConfig, InputSpec  # noqa: E402
-from . import concat, cross_attention, probe  # noqa: E402,F401  (registration)
+from .base import Head, HeadConfig, InputSpec, drop_modality  # noqa: E402
+from . import concat, cross_attention, gated, late, lmf, mult, probe, sse_ft, tfn  # noqa: E402,F401  (registration)
+
+
+def head_config(name: str, options: dict[str, Any] | None = None) -> HeadConfig:
+    """The checked config of head ``name`` from ``options`` (``--head-opt`` values); one-line ConfigError
+    naming the option when a key is unknown or a value has the wrong type or is out of range."""
+    return HEADS.get(name).Config.from_dict(options or {}, name)
 
 
 def build_head(name: str, inputs: dict[str, InputSpec], n_outputs: int,
                options: dict[str, Any] | None = None) -> Head:
     """Head ``name`` over ``inputs`` (modality -> InputSpec) with ``n_outputs`` logits; ``options`` set config fields."""
-    cls = HEADS.get(name)
-    return cls(cls.Config.from_dict(options or {}, name), inputs, n_outputs)
+    return HEADS.get(name)(head_config(name, options), inputs, n_outputs)
 
 
-__all__ = ["HEADS", "register_head", "build_head", "Head", "HeadConfig", "InputSpec"]
+def rebuild_head(description: dict[str, Any]) -> Head:
+    """The head a ``Head.describe()`` dict describes (fresh weights; load a state_dict into it)."""
+    return build_head(description["name"], {m: InputSpec(**s) for m, s in description["inputs"].items()},
+                      description["n_outputs"], {k: v for k, v in description["config"].items() if k != "type"})
+
+
+__all__ = ["HEADS", "register_head", "build_head", "head_config", "rebuild_head", "drop_modality", "Head",
+           "HeadConfig", "InputSpec"]
