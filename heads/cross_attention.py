@@ -52,7 +52,8 @@ class AttentionLayer(nn.Module):
 class CrossAttentionHead(Head):
     """Per-modality projection + start token + positions + self-attention; one cross-modal block per
     ordered pair (m queries n); start-token pooling; product of the blocks sharing a query modality;
-    concatenation; dropout -> dense -> tanh -> dropout -> linear."""
+    concatenation; dropout -> dense -> tanh -> dropout -> linear. The start token is never masked, so an absent
+    modality (all-False mask row) is its start token alone and every attention row has a key."""
 
     Config = CrossAttentionConfig
     layers = "last"
