@@ -2,7 +2,14 @@
 
 A head is an ``nn.Module`` subclass of ``heads.base.Head`` with a config
 dataclass; register it with ``@register_head("name")`` and import its module
-below. ``imo train --head NAME`` then builds it from the registry.
+below. ``imo train --head NAME`` then builds it from the registry, and the
+contract tests in tests/test_heads.py cover it (they fail until it has small
+test options there). ``heads.base`` states the batch contract, including how an
+absent modality arrives; ``head_config`` checks ``--head-opt`` values up front.
+
+Registered: ``cross_attention`` (imo's default), ``sse_ft`` (the original
+work's forward), ``mult``, ``tfn``, ``lmf``, ``late``, ``gated``, ``concat``
+and ``probe``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from imo_pipeline.registry import Registry
 HEADS: Registry = Registry("head")
 register_head = HEADS.register
 
-from .base import Head, HeadConfig, InputSpec, drop_modality  # noqa: E402
+from .base import Head, HeadConfig, InputSpec, absent_input, drop_modality  # noqa: E402
 from . import concat, cross_attention, gated, late, lmf, mult, probe, sse_ft, tfn  # noqa: E402,F401  (registration)
 
 
@@ -36,5 +43,5 @@ def rebuild_head(description: dict[str, Any]) -> Head:
                       description["n_outputs"], {k: v for k, v in description["config"].items() if k != "type"})
 
 
-__all__ = ["HEADS", "register_head", "build_head", "head_config", "rebuild_head", "drop_modality", "Head",
-           "HeadConfig", "InputSpec"]
+__all__ = ["HEADS", "register_head", "build_head", "head_config", "rebuild_head", "drop_modality", "absent_input",
+           "Head", "HeadConfig", "InputSpec"]

@@ -12,7 +12,8 @@ Absent modalities
 A modality is *absent* for sample ``i`` when ``mask[i]`` has no True frame
 (a camera that saw no face, a missing transcript, ``--modality-dropout``,
 ``imo evaluate --drop``); its ``x[i]`` is then zeros and must not be read.
-:func:`drop_modality` builds that form. Every head returns finite logits, and
+:func:`drop_modality` builds that form for some rows of a batch, :func:`absent_input` for a modality
+the batch lacks altogether (``Head.complete_batch`` adds every missing one). Every head returns finite logits, and
 finite gradients, for any pattern of absent modalities, including samples
 where all of them are absent. A fully masked attention row is NaN, so a head
 never lets a query attend over an empty key set. The heads here use one of:
@@ -206,6 +207,15 @@ class Head(nn.Module):
     def check_inputs(cls, config: HeadConfig, inputs: dict[str, InputSpec]) -> None:
         """Structural rules that depend on the inputs (e.g. widths divisible by ``n_heads``); raise ConfigError."""
 
+    def complete_batch(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]
+                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``batch`` with every modality of this head that it lacks added as absent for all samples."""
+        missing = [m for m in self.modalities if m not in batch]
+        if not missing:
+            return batch
+        x0, _ = next(iter(batch.values()))
+        return {**batch, **{m: absent_input(x0.shape[0], self.inputs[m], x0.device) for m in missing}}
+
     def structure(self) -> dict[str, Any] | None:
         """What was built, for people (``describe()["structure"]``); not needed to rebuild."""
         return None
@@ -267,6 +277,13 @@ def drop_modality(batch: dict[str, tuple[torch.Tensor, torch.Tensor]], modality:
     out = dict(batch)
     out[modality] = (x * keep.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))), mask & keep[:, None])
     return out
+
+
+def absent_input(batch_size: int, spec: InputSpec, device: torch.device | str = "cpu"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A modality absent for every sample: ``x`` zeros ``(B, 1, L, D)`` and ``mask`` all False ``(B, 1)``."""
+    return (torch.zeros(batch_size, 1, spec.n_layers, spec.dim, device=device),
+            torch.zeros(batch_size, 1, dtype=torch.bool, device=device))
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:

@@ -62,21 +62,21 @@ class SSEFTConfig(HeadConfig):
     activation_dropout: float = 0.0        # after the feed-forward activation
     pooler_dropout: float = 0.05           # before the dense and the output layer
     pooler_dim: int = option(0, min=0)     # dense width; 0: the concatenation's width (1792 for the three)
-    untouched: str = "text"                # comma list of modalities passed through untouched
+    untouched: str = "text"                # comma list of modalities passed through untouched ("none": none)
     max_positions_audio: int = option(936, min=2)  # learned positions, start token included
     max_positions_video: int = option(301, min=2)  # 300 frames + start token
     max_positions_text: int = option(512, min=2)   # used only when text is not untouched
     init: str = option("bert", choices=("bert", "torch"))
 
     def untouched_set(self) -> set[str]:
-        return {m.strip() for m in self.untouched.split(",") if m.strip()}
+        return {m.strip() for m in self.untouched.split(",") if m.strip() and m.strip().lower() != "none"}
 
     def check(self, name: str = "head") -> None:
         super().check(name)
         bad = sorted(self.untouched_set() - set(MODALITIES))
         if bad:
             raise ConfigError(f"head {name!r} option untouched={self.untouched!r}: {', '.join(bad)} is not a "
-                              f"modality; use a comma list of {', '.join(MODALITIES)} (or empty)")
+                              f"modality; use a comma list of {', '.join(MODALITIES)}, or none")
 
 
 class PostLNLayer(nn.Module):

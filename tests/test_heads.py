@@ -143,9 +143,11 @@ def test_absent_modalities_give_finite_outputs_that_ignore_absent_frames(name, s
         # an absent modality's frames are not read: garbage there changes nothing
         garbage = {m: (torch.where(mk[..., None, None], x, torch.randn_like(x) * 100), mk) for m, (x, mk) in batch.items()}
         assert torch.allclose(head(garbage), want, atol=1e-5)
-        # a modality absent from the whole batch
+        # a modality absent from the whole batch, or missing from it (complete_batch adds it as absent)
         whole = drop_modality(batch_of(subset, [3, 2]), subset[0])
         assert torch.isfinite(head(whole)).all()
+        if len(subset) > 1:
+            assert torch.allclose(head(head.complete_batch({m: whole[m] for m in subset[1:]})), head(whole), atol=1e-5)
 
 
 @pytest.mark.parametrize("name,subset", cases())
@@ -409,6 +411,13 @@ def test_sse_ft_passes_text_through_untouched():
     with torch.no_grad():
         two({"text": (x, mask), "audio": (torch.randn(2, 3, 1, 8), torch.ones(2, 3, dtype=torch.bool))})
     assert torch.equal(seen["q"], x[:, :, 0])
+
+
+def test_sse_ft_text_can_be_encoded_like_audio_and_video():
+    head = build_head("sse_ft", {"text": InputSpec(1, 16), "audio": InputSpec(1, 8)}, 2,
+                      {"ffn_dim": 8, "untouched": "none", "max_positions_text": 20})
+    assert set(head.start) == set(head.self_attn) == {"text", "audio"} and head.describe()["structure"]["untouched"] == []
+    assert head.positions["text"].weight.shape == (20, 16)
 
 
 def test_sse_ft_crops_to_its_positions():
