@@ -61,17 +61,18 @@ def short(e: BaseException, limit: int = 160) -> str:
 
 
 @contextmanager
-def disk_errors(store: str):
-    """Turn a full disk (ENOSPC/EDQUOT) or a file-size limit (EFBIG) while writing ``store`` into one line."""
+def disk_errors(target: str, resumes: bool = True):
+    """Turn a full disk (ENOSPC/EDQUOT) or a file-size limit (EFBIG) while writing ``target`` into one line."""
+    then = "; it resumes" if resumes else ""
     try:
         yield
     except OSError as e:
         if e.errno in _DISK_FULL:
-            raise StoreError(f"no space left on device writing {store}: free space and re-run the same command; "
-                             f"it resumes") from None
+            raise StoreError(f"no space left on device writing {target}: free space and re-run the same command"
+                             f"{then}") from None
         if e.errno == errno.EFBIG:
-            raise StoreError(f"file size limit reached writing {store} ({e.strerror}): raise the limit "
-                             f"(ulimit -f) or lower --shard-mb, and re-run the same command; it resumes") from None
+            raise StoreError(f"file size limit reached writing {target} ({e.strerror}): raise the limit "
+                             f"(ulimit -f) or lower --shard-mb, and re-run the same command{then}") from None
         raise
 
 

@@ -152,7 +152,7 @@ class EmbeddingStore:
         """One line: the damaged part, its first bad file and the command that rebuilds it."""
         (key, why), more = next(iter(st.damage.items())), len(st.damage) - 1
         extra = f" and {more} more file(s) (`imo verify {self.path}` lists them)" if more else ""
-        return (f"store {self.path}: part {st.index} is damaged: {key} {why}{extra}; rebuild the part with "
+        return (f"store {self.path}: part {st.index} is damaged: {key}: {why}{extra}; rebuild the part with "
                 f"`{self.rebuild_command(st.index)}`")
 
     @contextmanager
