@@ -282,3 +282,43 @@ def test_checksums_land_in_the_content_fingerprint(store):
     (store / PART).rename(store.parent / "old-part")
     write_part(store, 1, data=data)
     assert open_store(store).content_fingerprint() != before
+
+
+def test_extraction_fails_an_utterance_whose_embedding_is_not_finite(tmp_path):
+    """A float WAV with finite but huge samples (1e30) makes fbank overflow: that utterance fails with its
+    reason in the errors file; the others are stored. The driver's dtype option reaches the store."""
+    import soundfile as sf
+
+    from audio_utils import tone, write_manifest_lines
+    from extractors import build_extractor
+    from imo_pipeline.extract import extract
+    from imo_pipeline.manifest import load_manifest
+
+    lines = []
+    for i in range(4):
+        x = tone(0.5, 16000, 200 + 50 * i, seed=i)
+        sf.write(tmp_path / f"a{i}.wav", x * (1e30 if i == 2 else 1.0), 16000, subtype="FLOAT")
+        lines.append({"id": f"a{i}", "label": "neu", "audio": f"a{i}.wav"})
+    man = load_manifest(write_manifest_lines(tmp_path / "m.jsonl", lines))
+    ext = build_extractor("fbank", "audio")
+    for dtype in ("float16", "float32"):
+        out = tmp_path / f"{dtype}.zarr"
+        res = extract(man, ext, out, progress=False, dtype=dtype)
+        assert list(res.failed) == ["a2"] and "non-finite" in res.failed["a2"]["reason"]
+        errors = [json.loads(line) for line in Path(res.errors_file).read_text().splitlines()]
+        assert [e["id"] for e in errors] == ["a2"] and errors[0]["path"].endswith("a2.wav")
+        st = open_store(out).check()
+        assert st.meta.dtype == dtype and st.ids == ["a0", "a1", "a3"] and "a2" in st.failed
+        assert all(np.isfinite(v.astype(np.float32)).all() for _, v in st)
+
+
+def test_all_zero_embeddings_still_write_every_file(tmp_path):
+    """Zarr skips chunks equal to the fill value by default; a store must not, or a silent clip (all-zero
+    frames) would look like a deleted file."""
+    data = {"silent": np.zeros((45, L, D), np.float32), **utterances(3, seed=5), "black": np.zeros((7, L, D))}
+    path = tmp_path / "z.zarr"
+    write_part(path, 0, 1, data)
+    st = open_store(path).check()
+    assert np.array_equal(st.get("silent"), np.zeros((45, L, D), np.float16)) and not st.get("black").any()
+    report = verify_store(path, progress=False)
+    assert report.parts[0].status == "ok"
