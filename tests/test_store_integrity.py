@@ -322,3 +322,24 @@ def test_all_zero_embeddings_still_write_every_file(tmp_path):
     assert np.array_equal(st.get("silent"), np.zeros((45, L, D), np.float16)) and not st.get("black").any()
     report = verify_store(path, progress=False)
     assert report.parts[0].status == "ok"
+
+
+@pytest.mark.slow
+def test_train_and_export_refuse_a_store_with_a_deleted_shard_in_one_line(tmp_path):
+    """Before: `imo train` trained on zeros and `imo export` wrote zeros, exit status 0."""
+    from store_utils import make_partial_info_set
+
+    manifest, stores = make_partial_info_set(tmp_path / "cache", per_class=4, modalities=("audio",))
+    manifest.rename(tmp_path / "m.jsonl")
+    (tmp_path / "imo.toml").write_text('manifest = "m.jsonl"\ncache = "cache"\n')
+    victim = sorted((stores["audio"] / "part-00000-of-00001" / "values" / "c").rglob("0/0"))[1]
+    victim.unlink()
+    key = str(victim.relative_to(stores["audio"]))
+    want = (f"error: store {stores['audio']}: part 0 is damaged: {key}: missing; rebuild the part with "
+            f"`imo extract --modality audio --shard 0/1 --out {stores['audio']}`")
+    for args in (["train", "-m", "a", "--head", "concat", "--epochs", "1", "--out", "runs/x", "--no-progress"],
+                 ["export", str(stores["audio"]), "--out", "a.h5", "--no-progress"]):
+        r = subprocess.run([sys.executable, "-m", "imo_pipeline", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (tmp_path / "a.h5").exists()
