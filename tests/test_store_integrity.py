@@ -343,3 +343,10 @@ def test_train_and_export_refuse_a_store_with_a_deleted_shard_in_one_line(tmp_pa
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == want, r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "a.h5").exists()
+
+
+def test_writer_on_a_store_with_corrupt_root_metadata_is_one_line(store):
+    (store / "zarr.json").write_text("{")
+    with pytest.raises(StoreError, match=r"zarr\.json \(the store's metadata\) is corrupt .*; delete .* and write it again"):
+        write_part(store, 1)
+    assert not (store / f"{PART}.lock").exists()

@@ -140,7 +140,8 @@ class EmbeddingStore:
 
     def _bad_file(self, key: str, why: str) -> ChecksumError:
         """The error for a file that fails its checksum while being read."""
-        index = int(PART_RE.match(key.split("/", 1)[0]).group(1)) if PART_RE.match(key.split("/", 1)[0]) else 0
+        m = PART_RE.match(key.split("/", 1)[0])
+        index = int(m.group(1)) if m else 0
         return ChecksumError(f"store {self.path}: {key} is damaged ({why}); run `imo verify {self.path}` (it marks "
                              f"the part damaged), then rebuild the part with `{self.rebuild_command(index)}`", key, why)
 

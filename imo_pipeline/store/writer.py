@@ -7,6 +7,7 @@ job with one line and leaves the last commit intact, so re-running the same comm
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from zarr.errors import ContainsGroupError
 from ..errors import StoreError
 from ..manifest import ShardSpec
 from ..paths import is_url
-from .integrity import RecordingStore, StoreFiles, check_part, disk_errors, implied_files, zarr_store
+from .integrity import RecordingStore, StoreFiles, check_part, disk_errors, implied_files, short, zarr_store
 from .layout import FORMAT_VERSION, NonFiniteError, StoreMeta, check_dtype, check_sizes, geometry, nonfinite_reason
 from .lock import PartLock
 
@@ -31,10 +32,14 @@ def is_local(path: str | Path) -> bool:
 def open_root(path: str | Path, meta: StoreMeta, store=None) -> zarr.Group:
     """Open or create the store root; refuse one made by another encoder, manifest, shard count or dtype."""
     store = store if store is not None else zarr_store(str(path), read_only=False)
-    try:  # created with its attrs in one write, so a concurrent job never sees a bare root
-        root = zarr.open_group(store=store, mode="a", attributes=meta.to_attrs())
-    except ContainsGroupError:  # another shard job created it between our look and our write
-        root = zarr.open_group(store=store, mode="r+")
+    try:
+        try:  # created with its attrs in one write, so a concurrent job never sees a bare root
+            root = zarr.open_group(store=store, mode="a", attributes=meta.to_attrs())
+        except ContainsGroupError:  # another shard job created it between our look and our write
+            root = zarr.open_group(store=store, mode="r+")
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{path}/zarr.json (the store's metadata) is corrupt ({short(e)}); delete {path} and "
+                         f"write it again") from None
     if "imo" not in root.attrs:
         root.attrs.update(meta.to_attrs())
         return root
