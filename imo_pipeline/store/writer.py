@@ -113,7 +113,7 @@ class PartWriter:
         if not damage:
             return True
         key, why = next(iter(damage.items()))
-        self.redone = f"part {self.shard} was damaged ({key} {why}); rebuilt from scratch"
+        self.redone = f"part {self.shard} was damaged ({key}: {why}); rebuilt from scratch"
         files.remove_dir(name)
         return False
 
