@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .errors import MediaError
 from .manifest import Manifest, ShardSpec, Utterance
-from .store import PartWriter, StoreMeta
+from .store import NonFiniteError, PartWriter, StoreMeta
 
 PREFETCH = 2  # batches decoded ahead of the model streams
 
@@ -76,12 +76,14 @@ def plan_batches(sizes: dict[str, float], budget: float, batching: str) -> list[
     return batches
 
 
-def store_meta(extractor, manifest: Manifest | None = None, shard: ShardSpec = ShardSpec()) -> StoreMeta:
-    """What a store written by ``extractor`` from ``manifest`` says about itself (no manifest: encoder only)."""
+def store_meta(extractor, manifest: Manifest | None = None, shard: ShardSpec = ShardSpec(),
+               dtype: str = "float16") -> StoreMeta:
+    """What a store written by ``extractor`` from ``manifest`` says about itself (no manifest: encoder only);
+    ``dtype`` is the stored value type (float16, or float32 for values beyond float16's range)."""
     return StoreMeta(
         modality=extractor.modality, encoder=extractor.config_dict(), encoder_fingerprint=extractor.fingerprint(),
         layers=list(extractor.layers), dim=int(extractor.dim), frame_rate=extractor.frame_rate,
-        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", n_parts=shard.count,
+        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", n_parts=shard.count, dtype=dtype,
     )
 
 
@@ -155,7 +157,8 @@ def _intra_op_threads(n: int):
 
 def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = ShardSpec(),
             budget: float | None = None, progress: bool = True, chunk_mb: float = 4, shard_mb: float = 128,
-            streams: int | None = None, on_batch: Callable[[int, float], None] | None = None) -> ExtractResult:
+            streams: int | None = None, on_batch: Callable[[int, float], None] | None = None,
+            dtype: str = "float16") -> ExtractResult:
     """Extract ``shard`` of ``manifest`` with ``extractor`` into the store ``out``; resumes a partial part.
 
     Per-utterance problems (missing/corrupt/empty media, encoder errors) are
@@ -163,6 +166,8 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     never stop the job. ``budget`` is the batch size in the extractor's unit;
     ``streams`` batches run through the model at once (default: see
     ``default_streams``). Results are written in plan order whatever finishes first.
+    ``dtype`` is the store's value type (float16, or float32 for values beyond +-65504); an
+    embedding that is not finite in it fails that utterance like any bad input.
     """
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
@@ -175,7 +180,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     if streams is not None:
         n_streams, threads = streams, max(1, torch.get_num_threads() // streams)
 
-    with PartWriter(out, shard, store_meta(extractor, manifest, shard), [u.id for u in utts],
+    with PartWriter(out, shard, store_meta(extractor, manifest, shard, dtype), [u.id for u in utts],
                     chunk_mb=chunk_mb, shard_mb=shard_mb) as writer:
         result.skipped = len(writer.done_ids)
         result.notes = dict(writer.group.attrs.get("notes") or {})
@@ -221,7 +226,11 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
                     if err is not None:
                         result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
                         continue
-                    writer.add(u.id, emb)
+                    try:  # (store helper) a non-finite embedding fails this utterance only, like bad media
+                        writer.add(u.id, emb)
+                    except NonFiniteError as e:
+                        result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": str(e)}
+                        continue
                     n_new += 1
                     amount += sizes[u.id]
                 writer.commit()
