@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from extractors import build_extractor
-from imo_pipeline.distributed import ExtractJob, extract_on_cluster
+from imo_pipeline.distributed import extract_on_cluster
+from imo_pipeline.job import ExtractJob
 from imo_pipeline.extract import extract
 from imo_pipeline.manifest import ShardSpec, load_manifest
 from imo_pipeline.store import open_store
@@ -45,8 +46,8 @@ def reference(project):
 
 
 def _job(project, out, encoder=None) -> ExtractJob:
-    return ExtractJob(str(project / "m.jsonl"), None, encoder or str(project / "model"), "audio", str(project / out),
-                      layers="all", device="cpu", budget=3, shard_mb=0.01)
+    return ExtractJob(manifest=str(project / "m.jsonl"), encoder=encoder or str(project / "model"), modality="audio",
+                      out=str(project / out), layers="all", device="cpu", budget=3, shard_mb=0.01)
 
 
 def _same(store, reference, exact=False):

@@ -27,7 +27,7 @@ def test_loads_fields_and_resolves_paths(tmp_path):
 @pytest.mark.parametrize("line, message", [
     ('{"id": "a", "label": "hap"', "m.jsonl:2: not valid JSON"),
     ('{"label": "hap"}', "m.jsonl:2: missing required field 'id'"),
-    ('{"id": "b"}', "m.jsonl:2: missing required field 'label'"),
+    ('{"id": "b", "label": ""}', "m.jsonl:2: 'label' must be a class name or a number, got ''"),
     ('{"id": "a", "label": "sad"}', "m.jsonl:2: duplicate id 'a' (first on line 1)"),
     ('{"id": "b", "label": "sad", "audio": {"path": "x.wav", "start": 2, "end": 1}}', "audio.end (1) must be greater than start"),
     ('{"id": "b", "label": "sad", "audio": {"path": "x.wav", "start": -1}}', "audio.start is negative"),
