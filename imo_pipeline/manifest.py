@@ -277,8 +277,8 @@ def load_manifest(path: str | Path, data_root: str | Path | None = None) -> Mani
     return Manifest(utts, root.resolve(), str(path))
 
 
-def write_manifest(utterances: Iterable[Utterance | dict], path: str | Path) -> Path:
-    """Write utterances (objects or plain records) as JSONL, atomically (a temp file renamed into place)."""
+def manifest_text(utterances: Iterable[Utterance | dict]) -> str:
+    """Utterances (objects or plain records) as JSONL text; ManifestError for a NaN or infinite number."""
     lines = []
     for u in utterances:
         record = u.to_json() if isinstance(u, Utterance) else u
@@ -287,7 +287,12 @@ def write_manifest(utterances: Iterable[Utterance | dict], path: str | Path) -> 
         except ValueError:
             raise ManifestError(f"utterance {record.get('id')!r} holds a NaN or infinite number, which a manifest "
                                 f"cannot carry; fix the value at its source") from None
-    return write_text_atomic(Path(path), "".join(lines))
+    return "".join(lines)
+
+
+def write_manifest(utterances: Iterable[Utterance | dict], path: str | Path) -> Path:
+    """Write utterances (objects or plain records) as JSONL, atomically (a temp file renamed into place)."""
+    return write_text_atomic(Path(path), manifest_text(utterances))
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
