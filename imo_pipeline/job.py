@@ -160,8 +160,14 @@ class ExtractJob:
         return f"cuda:{int(worker_name) % n}" if n > 1 else self.device
 
     def for_workers(self) -> "ExtractJob":
-        """The job with absolute local paths (workers may run in another folder); URLs unchanged."""
-        enc = _absolute(self.encoder) if Path(self.encoder).exists() else self.encoder
+        """The job with absolute local paths (workers may run in another folder), the encoder's local
+        source included (``fabnet:ck.pth`` -> ``fabnet:/abs/ck.pth``); URLs and hub ids unchanged."""
+        from extractors import parse_encoder
+
+        enc = self.encoder
+        _, source = parse_encoder(enc, self.modality)
+        if source and not is_url(source) and Path(source).expanduser().exists():
+            enc = enc[: len(enc) - len(source)] + _absolute(source)
         return dataclasses.replace(self, manifest=_absolute(self.manifest), data_root=_absolute(self.data_root),
                                    out=_absolute(self.out), encoder=enc)
 

@@ -20,6 +20,8 @@ from audio_utils import write_manifest_lines
 from media_utils import moving_face_frames, write_frames_folder
 from scale_utils import make_audio_project, run
 
+pytestmark = pytest.mark.slow   # dask clusters of worker processes
+
 N_UTTS = 40
 
 
@@ -132,13 +134,15 @@ def test_cli_cluster_passes_video_options_to_the_workers(tmp_path):
         write_frames_folder(tmp_path / name, moving_face_frames(12))
     write_manifest_lines(tmp_path / "v.jsonl", [{"id": n, "label": "x", "frames": n} for n in ("a", "b", "c")])
     cmd = [sys.executable, "-m", "imo_pipeline", "extract", "-m", "video", "--manifest", str(tmp_path / "v.jsonl"),
-           "--encoder", "pixels", "--no-face", "--fps", "10", "--max-frames", "4", "--no-progress"]
+           "--encoder", "pixels", "--no-face", "--fps", "10", "--max-frames", "4", "--encoder-opt", "size=16",
+           "--no-progress"]
     one = run(cmd + ["--out", str(tmp_path / "one.zarr")])
     many = run(cmd + ["--out", str(tmp_path / "many.zarr"), "--workers", "1", "--parts", "2"])
     assert one.returncode == 0 and many.returncode == 0, many.stderr
     st = open_store(tmp_path / "many.zarr")
     assert st.meta.frame_rate == 10.0 and st.meta.encoder["face"] is False and st.meta.encoder["max_frames"] == 4
+    assert st.meta.encoder["size"] == 16
     assert st.meta.encoder_fingerprint == open_store(tmp_path / "one.zarr").meta.encoder_fingerprint
     for n in ("a", "b", "c"):
-        assert st.get(n).shape == (4, 1, 32 * 32)
+        assert st.get(n).shape == (4, 1, 16 * 16)
         np.testing.assert_array_equal(st.get(n), open_store(tmp_path / "one.zarr").get(n))

@@ -144,3 +144,19 @@ def test_device_resolved_once_and_workers_placed_in_one_place(monkeypatch):
     assert dataclasses.replace(job, device="cpu", spread_gpus=True).worker_device(1) == "cpu"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert spread.worker_device(1) == "cuda"
+
+
+def test_job_for_workers_makes_local_paths_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fbank").mkdir()                 # a folder named like a registered family stays the family
+    (tmp_path / "ck.pth").write_bytes(b"")
+    (tmp_path / "model").mkdir()
+    base = dict(manifest="m.jsonl", modality="video", out="s.zarr", data_root="data")
+    job = ExtractJob(encoder="fabnet:ck.pth", **base).for_workers()
+    assert job.encoder == f"fabnet:{tmp_path / 'ck.pth'}" and job.manifest == str(tmp_path / "m.jsonl")
+    assert job.out == str(tmp_path / "s.zarr") and job.data_root == str(tmp_path / "data")
+    assert ExtractJob(encoder="model", **base).for_workers().encoder == str(tmp_path / "model")
+    assert ExtractJob(encoder="pixels", **base).for_workers().encoder == "pixels"
+    audio = {**base, "modality": "audio", "out": "memory://s.zarr"}
+    assert ExtractJob(encoder="fbank", **audio).for_workers().encoder == "fbank"
+    assert ExtractJob(encoder="org/model-id", **audio).for_workers().out == "memory://s.zarr"
