@@ -165,18 +165,11 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     never stop the job. ``budget`` is the batch size in the extractor's unit;
     ``streams`` batches run through the model at once (default: see
     ``default_streams``). Results are written in plan order whatever finishes first.
-    ConfigError for a budget, shard size or stream count that is not a positive number.
     """
-    from .job import check_positive
-
-    for option, value in (("--batch-seconds", budget), ("--shard-mb", shard_mb), ("chunk_mb", chunk_mb)):
-        if value is not None:
-            check_positive(option, value)
-    if streams is not None:
-        check_positive("--streams", streams, integer=True)
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
     by_id = {u.id: u for u in utts}
+    _check_sizes(budget, shard_mb, chunk_mb, streams)
     result = ExtractResult(str(out), shard, errors_file=errors_path(out, shard))
     result.notes_file = result.errors_file[: -len(".errors.jsonl")] + ".notes.jsonl"
     if budget is None:
@@ -251,6 +244,17 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     _write_errors(result)
     _write_notes(result)
     return result
+
+
+def _check_sizes(budget: float | None, shard_mb: float, chunk_mb: float, streams: int | None) -> None:
+    """ConfigError (naming the option) for a budget, shard size or stream count that is not a positive number."""
+    from .job import check_positive
+
+    for option, value in (("--batch-seconds", budget), ("--shard-mb", shard_mb), ("chunk_mb", chunk_mb)):
+        if value is not None:
+            check_positive(option, value)
+    if streams is not None:
+        check_positive("--streams", streams, integer=True)
 
 
 def _take_notes(extractor, ids: list[str], result: ExtractResult) -> bool:
