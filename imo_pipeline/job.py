@@ -31,6 +31,7 @@ from .paths import is_url
 DTYPES = ("float16", "float32")
 DEFAULT_DTYPE = "float16"
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(?::\d+)?")
+_LAYER = re.compile(r"\d+|[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_positive(option: str, value: Any, integer: bool = False, minimum: float | None = None) -> None:
@@ -48,14 +49,15 @@ def check_positive(option: str, value: Any, integer: bool = False, minimum: floa
 
 
 def check_layers(spec: str) -> str:
-    """``last``, ``all`` or distinct indices ``6,12``; the range is checked once the encoder is loaded."""
+    """``last``, ``all``, or distinct hidden-state indices (``6,12``) or layer names a family declares (``c``),
+    comma-separated; the range and the names are checked once the encoder is loaded."""
     text = str(spec).strip()
     if text in ("last", "all"):
         return text
     parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(p.isdigit() for p in parts) or len(set(map(int, parts))) != len(parts):
-        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct hidden-state indices like 6,12 "
-                          f"(0 is the input embedding)")
+    if not all(_LAYER.fullmatch(p) for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices (or layer names) separated by "
+                          f"commas, e.g. 6,12 (0 is the input embedding)")
     return ",".join(parts)
 
 

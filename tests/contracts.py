@@ -12,8 +12,9 @@ that name), so a new family is covered the moment it is registered:
   ``builder(folder)`` writes whatever it needs under ``folder`` (a tiny
   random-init model saved like a real checkpoint, media files) and returns an
   ``ExtractorFixture``: the ``--encoder`` text, a manifest of at least three
-  utterances of different lengths, the family options to build with, and the
-  tolerance of the batching check.
+  utterances of different lengths, the family options to build with (``layers``
+  too; default ``all``), and the tolerance of the batching check. A builder may
+  import its family's own test helpers inside the function.
 * a preparer: add ``"<registered name>": builder`` to ``PREPARER_FIXTURES``.
   ``builder(folder)`` generates a release under ``folder`` (see the
   ``*_release`` helpers in release_utils.py) and returns a ``PreparerFixture``.
@@ -106,6 +107,42 @@ def fabnet(folder: Path) -> ExtractorFixture:
     return ExtractorFixture(f"fabnet:{folder / 'fabnet.pth'}", _frames_manifest(folder), {"face": False})
 
 
+# Families whose tiny checkpoints are written by their own test helpers (imported when the family is
+# registered, so this file loads on a branch without them). Each helper returns the --encoder text
+# (and options), as the hook expects.
+def fairseq_audio(folder: Path) -> ExtractorFixture:
+    from fairseq_utils import w2v2_fixture
+
+    encoder, options = w2v2_fixture(folder / "w2v2")
+    return ExtractorFixture(encoder, _audio_manifest(folder), options)
+
+
+def fairseq_text(folder: Path) -> ExtractorFixture:
+    from fairseq_utils import roberta_fixture
+
+    encoder, options = roberta_fixture(folder / "roberta")
+    return ExtractorFixture(encoder, _text_manifest(folder), options)
+
+
+def emotion2vec(folder: Path) -> ExtractorFixture:
+    from test_extract_emotion2vec import tiny_emotion2vec
+
+    encoder, options = tiny_emotion2vec(folder / "e2v")
+    return ExtractorFixture(encoder, _audio_manifest(folder), options)
+
+
+def whisper(folder: Path) -> ExtractorFixture:
+    from test_extract_whisper import tiny_whisper
+
+    return ExtractorFixture(tiny_whisper(folder / "whisper"), _audio_manifest(folder))
+
+
+def faster_whisper(folder: Path) -> ExtractorFixture:
+    from test_extract_whisper import tiny_faster_whisper
+
+    return ExtractorFixture(tiny_faster_whisper(folder / "ct2"), _audio_manifest(folder))
+
+
 #: registered extractor name -> builder(folder) -> ExtractorFixture
 EXTRACTOR_FIXTURES: dict[str, Callable[[Path], ExtractorFixture]] = {
     "hf-audio": hf_audio,
@@ -114,6 +151,11 @@ EXTRACTOR_FIXTURES: dict[str, Callable[[Path], ExtractorFixture]] = {
     "hf-vision": hf_vision,
     "pixels": pixels,
     "fabnet": fabnet,
+    "fairseq-audio": fairseq_audio,
+    "fairseq-text": fairseq_text,
+    "emotion2vec": emotion2vec,
+    "whisper": whisper,
+    "faster-whisper": faster_whisper,
 }
 
 
