@@ -38,6 +38,15 @@ def parse_encoder(text: str, modality: str) -> tuple[str, str | None]:
     return DEFAULT_FAMILY[modality], text
 
 
+def extractor_class(family: str, modality: str | None = None) -> type[Extractor]:
+    """The registered class of ``family``; ConfigError if unknown or not a ``modality`` encoder."""
+    cls = EXTRACTORS.get(family)
+    if modality is not None and cls.modality != modality:
+        raise ConfigError(f"encoder {family!r} is a {cls.modality} encoder, not {modality}; "
+                          f"{modality} encoders: {', '.join(n for n in EXTRACTORS.names() if EXTRACTORS.get(n).modality == modality)}")
+    return cls
+
+
 def build_extractor(config: dict[str, Any] | str, modality: str | None = None, **options: Any) -> Extractor:
     """An extractor from a stored config dict (with ``type``) or an encoder name plus options."""
     if isinstance(config, str):
@@ -47,11 +56,9 @@ def build_extractor(config: dict[str, Any] | str, modality: str | None = None, *
         config = {"type": family, "source": source, **{k: v for k, v in options.items() if v is not None}}
     else:
         config = {**config, **{k: v for k, v in options.items() if v is not None}}
-    cls = EXTRACTORS.get(config["type"])
-    if modality is not None and cls.modality != modality:
-        raise ConfigError(f"encoder {config['type']!r} is a {cls.modality} encoder, not {modality}; "
-                          f"{modality} encoders: {', '.join(n for n in EXTRACTORS.names() if EXTRACTORS.get(n).modality == modality)}")
+    cls = extractor_class(config["type"], modality)
     return cls(cls.Config.from_dict(config))
 
 
-__all__ = ["EXTRACTORS", "register_extractor", "Extractor", "ExtractorConfig", "build_extractor", "parse_encoder"]
+__all__ = ["EXTRACTORS", "register_extractor", "Extractor", "ExtractorConfig", "build_extractor", "extractor_class",
+           "parse_encoder"]

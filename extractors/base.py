@@ -14,6 +14,9 @@ import torch
 
 from imo_pipeline.errors import ConfigError
 from imo_pipeline.manifest import Manifest, Utterance
+from imo_pipeline.options import check_fields
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -27,11 +30,16 @@ class ExtractorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExtractorConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names - {"type"}
-        if unknown:
-            raise ConfigError(f"{d.get('type')} extractor has no option(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The config from a dict (a store's ``encoder`` attrs, or options); unknown keys and values of the
+        wrong type are refused with ConfigError listing the family's options."""
+        values = check_fields(cls, {k: v for k, v in d.items() if k != "type"}, f"{d.get('type')} extractor")
+        return cls(**values)
+
+    @classmethod
+    def family_options(cls) -> list[str]:
+        """The options a family adds to the shared ones (what ``--encoder-opt KEY=VALUE`` may set)."""
+        shared = {f.name for f in dataclasses.fields(ExtractorConfig)}
+        return [f.name for f in dataclasses.fields(cls) if f.name not in shared]
 
     def to_dict(self, family: str) -> dict[str, Any]:
         """Serialisable config with its type tag (written into the store)."""
@@ -98,6 +106,8 @@ class Extractor(ABC):
     layer_names: tuple[str, ...] = ()   # names ``--layers`` accepts beside indices, in hidden-state order
 
     def __init__(self, config: ExtractorConfig):
+        if config.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {config.precision!r}: use one of {', '.join(PRECISIONS)}")
         self.config = config
         self.device = resolve_device(config.device)
         self._load()

@@ -36,7 +36,7 @@ class ExtractResult:
     amount: float = 0.0           # seconds / tokens / frames processed by this run
     seconds: float = 0.0          # wall time
     errors_file: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)  # id -> note on a stored utterance (e.g. frames without a face)
+    notes: dict[str, str] = field(default_factory=dict)  # id -> what the encoder changed or left out of a stored utterance
     notes_file: str | None = None
 
     def summary(self, unit: str) -> str:
@@ -46,7 +46,9 @@ class ExtractResult:
         if self.failed:
             line += f"; failures listed in {self.errors_file}"
         if self.notes:
-            line += f"; notes for {len(self.notes)} utterance(s) (e.g. frames without a face) in {self.notes_file}"
+            uid, note = next(iter(self.notes.items()))
+            line += (f"; notes for {len(self.notes)} utterance(s) stored with a caveat, in {self.notes_file} "
+                     f"(e.g. {uid}: {note})")
         return line
 
 
@@ -172,6 +174,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
     by_id = {u.id: u for u in utts}
+    _check_sizes(budget, shard_mb, chunk_mb, streams)
     result = ExtractResult(str(out), shard, errors_file=errors_path(out, shard))
     result.notes_file = result.errors_file[: -len(".errors.jsonl")] + ".notes.jsonl"
     if budget is None:
@@ -252,9 +255,20 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     return result
 
 
+def _check_sizes(budget: float | None, shard_mb: float, chunk_mb: float, streams: int | None) -> None:
+    """ConfigError (naming the option) for a budget, shard size or stream count that is not a positive number."""
+    from .job import check_positive
+
+    for option, value in (("--batch-seconds", budget), ("--shard-mb", shard_mb), ("chunk_mb", chunk_mb)):
+        if value is not None:
+            check_positive(option, value)
+    if streams is not None:
+        check_positive("--streams", streams, integer=True)
+
+
 def _take_notes(extractor, ids: list[str], result: ExtractResult) -> bool:
-    """Move the notes the extractor left while decoding ``ids`` (e.g. frames without a face, truncated
-    text) into ``result.notes`` for the utterances that were stored; True if any."""
+    """Move the notes the extractor left while decoding ``ids`` (what it changed or left out: truncated
+    text, frames without a face ...) into ``result.notes`` for the utterances that were stored; True if any."""
     notes = getattr(extractor, "notes", None)
     taken = {k: notes.pop(k) for k in ids if notes and k in notes}
     taken = {k: v for k, v in taken.items() if k not in result.failed}
