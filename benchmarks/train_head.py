@@ -16,6 +16,14 @@ Then it trains the default cross-attention head on a,t,v with imo's trainer
     audio seconds.
 
 Usage: python benchmarks/train_head.py [--epochs 2] [--encoder-batches 2] [--root /tmp/imo_bench_iemocap]
+
+Per-head mode (``--heads all`` or ``--heads mult,tfn``): trains every named
+registered head with its default options (single-modality heads on audio, the
+others on a,t,v) for ``--epochs`` epochs on the same cache and prints a table of
+seconds per epoch (training steps alone and with the validation pass) and
+parameters; no encoder comparison. ``--utterances N`` builds a smaller cache of
+the same shape (under ``<root>-N``) for a quick check, e.g.
+``python benchmarks/train_head.py --heads all --utterances 200 --epochs 1``.
 """
 
 from __future__ import annotations
@@ -37,20 +45,20 @@ CLASSES = ["ang", "hap", "neu", "sad"]
 SPECS = {"audio": (768, 50.0), "text": (768, None), "video": (256, 5.0)}
 
 
-def make_cache(root: Path, seed: int = 0) -> tuple[Path, dict[str, Path]]:
-    """The synthetic IEMOCAP-sized manifest and stores (skipped when already complete)."""
+def make_cache(root: Path, seed: int = 0, n: int = N) -> tuple[Path, dict[str, Path]]:
+    """The synthetic IEMOCAP-sized manifest and stores of ``n`` utterances (skipped when already complete)."""
     from imo_pipeline.manifest import ShardSpec, load_manifest, write_manifest
     from imo_pipeline.store import PartWriter, StoreMeta, open_store
 
     stores = {m: root / f"{m}.zarr" for m in SPECS}
     manifest = root / "manifest.jsonl"
-    if manifest.is_file() and all(s.exists() and open_store(s).complete and len(open_store(s)) == N
+    if manifest.is_file() and all(s.exists() and open_store(s).complete and len(open_store(s)) == n
                                   for s in stores.values()):
         return manifest, stores
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    durations = np.clip(rng.gamma(2.0, 2.3, N), 0.5, 30.0)
-    labels = rng.integers(0, 4, N)
+    durations = np.clip(rng.gamma(2.0, 2.3, n), 0.5, 30.0)
+    labels = rng.integers(0, 4, n)
     lines = [{"id": f"Ses{i % 5 + 1:02d}_{i:05d}", "label": CLASSES[c], "fold": f"Ses{i % 5 + 1:02d}",
               "split": "test" if i % 5 == 4 else "valid" if i % 10 == 3 else "train",
               "audio": {"path": f"wav/{i:05d}.wav", "start": 0.0, "end": round(float(d), 3)}}
@@ -111,11 +119,45 @@ def encoder_seconds_per_epoch(trainer, durations: dict[str, float], n_batches: i
     return spent, seconds, spent / seconds * sum(padded)
 
 
+def per_head(names: list[str], manifest: Path, stores: dict[str, Path], root: Path, epochs: int) -> None:
+    """Seconds per epoch of every head in ``names`` (default options) on the same cache, printed as a table."""
+    from heads import HEADS
+    from imo_pipeline.training.trainer import TrainConfig, Trainer, load_corpus
+
+    corpora = {}
+    rows = []
+    for name in names:
+        cls = HEADS.get(name)
+        mods = ["audio", "text", "video"][: cls.max_modalities or 3]
+        key = (cls.layers, tuple(mods))
+        cfg = TrainConfig(modalities=mods, stores={m: str(stores[m]) for m in mods}, manifest=str(manifest),
+                          epochs=epochs, head=name)
+        if key not in corpora:                                   # stores loaded once per layer choice and subset
+            t0 = time.perf_counter()
+            corpora[key] = (load_corpus(cfg, progress=False, log=lambda *a: None)[1], time.perf_counter() - t0)
+        corpus, load_s = corpora[key]
+        trainer = Trainer(cfg, root / "runs" / f"bench-{name}-{int(time.time())}", corpus, progress=False,
+                          log=lambda *a: None)
+        trainer.run()
+        hist = trainer.history()
+        steps = trainer.train_time / len(hist)
+        rows.append((name, "+".join(m[0] for m in mods), trainer.resolved_config()["parameters"], steps,
+                     float(np.mean([r["seconds"] for r in hist])), load_s))
+        print(f"  {name}: {steps:.2f} s per epoch (training steps)", flush=True)
+    print(f"\n{'head':<16}{'inputs':<8}{'parameters':>12}{'s/epoch':>10}{'+valid':>10}{'load s':>8}")
+    for name, mods, params, steps, total, load_s in rows:
+        print(f"{name:<16}{mods:<8}{params:>12,}{steps:>10.2f}{total:>10.2f}{load_s:>8.1f}")
+    print(f"(default options of each head; {epochs} epoch(s) each; audio downsampled to ~12.5 frames/s as `imo train` "
+          f"does; 'load s' is loading the stores into memory, once per run)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=Path("/tmp/imo_bench_iemocap"))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--encoder-batches", type=int, default=2)
+    ap.add_argument("--heads", default=None, help="per-head mode: 'all' or a comma list of registered heads")
+    ap.add_argument("--utterances", type=int, default=N, help=f"cache size (default {N}, IEMOCAP's)")
     args = ap.parse_args()
 
     from imo_pipeline.manifest import load_manifest
@@ -124,13 +166,21 @@ def main() -> None:
     print(f"CPU: {os.cpu_count()} cores; the head trains on 1 torch thread (imo's default); the encoder is timed "
           f"on 1 and 2 threads and the faster is used. The CPU is shared with other jobs right now: figures are "
           f"one run's, measured side by side.")
-    manifest, stores = make_cache(args.root)
+    root = args.root if args.utterances == N else args.root.with_name(f"{args.root.name}-{args.utterances}")
+    manifest, stores = make_cache(root, n=args.utterances)
+    if args.heads:
+        from heads import HEADS
+        names = HEADS.names() if args.heads == "all" else [h.strip() for h in args.heads.split(",") if h.strip()]
+        for h in names:
+            HEADS.get(h)                                         # unknown names listed before any work
+        per_head(names, manifest, stores, root, args.epochs)
+        return
     cfg = TrainConfig(modalities=["audio", "text", "video"], stores={m: str(p) for m, p in stores.items()},
                       manifest=str(manifest), epochs=args.epochs)
     t0 = time.perf_counter()
     _, corpus = load_corpus(cfg, progress=False)
     load_s = time.perf_counter() - t0
-    out = args.root / "runs" / f"bench-{int(time.time())}"
+    out = root / "runs" / f"bench-{int(time.time())}"
     trainer = Trainer(cfg, out, corpus, progress=False)
     summary = trainer.run()
     rows = trainer.history()
@@ -146,8 +196,8 @@ def main() -> None:
     print(f"seconds per epoch: {per_epoch:.1f} training steps, {per_epoch_all:.1f} with the validation pass "
           f"(each epoch: {', '.join(f'{s:.1f}' for s in train_s)})")
     print(f"ten epochs: {10 * per_epoch_all / 60:.1f} min (+ {load_s:.0f} s loading)")
-    scale = N / len(trainer.split["train"])
-    print(f"if an epoch covered all {N} utterances (not just the train split): ~{per_epoch_all * scale:.1f} s, "
+    scale = args.utterances / len(trainer.split["train"])
+    print(f"if an epoch covered all {args.utterances} utterances (not just the train split): ~{per_epoch_all * scale:.1f} s, "
           f"ten epochs ~{10 * per_epoch_all * scale / 60:.1f} min (scaled by utterance count, not measured)")
     print(f"data wait share: {100 * summary['data_wait_share']:.1f} % of training time")
 

@@ -14,6 +14,9 @@ import torch
 
 from imo_pipeline.errors import ConfigError
 from imo_pipeline.manifest import Manifest, Utterance
+from imo_pipeline.options import check_fields
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -27,11 +30,16 @@ class ExtractorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExtractorConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names - {"type"}
-        if unknown:
-            raise ConfigError(f"{d.get('type')} extractor has no option(s) {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The config from a dict (a store's ``encoder`` attrs, or options); unknown keys and values of the
+        wrong type are refused with ConfigError listing the family's options."""
+        values = check_fields(cls, {k: v for k, v in d.items() if k != "type"}, f"{d.get('type')} extractor")
+        return cls(**values)
+
+    @classmethod
+    def family_options(cls) -> list[str]:
+        """The options a family adds to the shared ones (what ``--encoder-opt KEY=VALUE`` may set)."""
+        shared = {f.name for f in dataclasses.fields(ExtractorConfig)}
+        return [f.name for f in dataclasses.fields(cls) if f.name not in shared]
 
     def to_dict(self, family: str) -> dict[str, Any]:
         """Serialisable config with its type tag (written into the store)."""
@@ -56,19 +64,25 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def parse_layers(spec: str, n_hidden: int) -> list[int]:
-    """Hidden-state indices kept: ``last`` -> [n-1], ``all`` -> 0..n-1, ``6,12`` -> [6, 12]."""
+def parse_layers(spec: str, n_hidden: int, names: tuple[str, ...] = ()) -> list[int]:
+    """Hidden-state indices kept: ``last`` -> [n-1], ``all`` -> 0..n-1, ``6,12`` -> [6, 12].
+
+    A family with named layers (``layer_names``, e.g. wav2vec's ``z``, ``c``)
+    also takes those names, alone or mixed with indices: ``c`` -> [1], ``z,c`` -> [0, 1].
+    """
     spec = str(spec).strip()
     if spec == "last":
         return [n_hidden - 1]
     if spec == "all":
         return list(range(n_hidden))
+    parts = [x.strip() for x in spec.split(",") if x.strip()]
     try:
-        idx = [int(x) for x in spec.split(",") if x.strip()]
+        idx = [names.index(x) if x in names else int(x) for x in parts]
     except ValueError:
         idx = []
     if not idx or any(not 0 <= i < n_hidden for i in idx) or len(set(idx)) != len(idx):
-        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices in 0..{n_hidden - 1} "
+        named = f", or the names {', '.join(names)}" if names else ""
+        raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices in 0..{n_hidden - 1}{named} "
                           f"(0 is the input embedding, {n_hidden - 1} the last layer)")
     return idx
 
@@ -89,8 +103,11 @@ class Extractor(ABC):
     default_budget: ClassVar[float] = 16.0   # per batch, in ``unit`` (CPU); GPUs get 4x
     batching: str = "single"
     registered_name: ClassVar[str]
+    layer_names: tuple[str, ...] = ()   # names ``--layers`` accepts beside indices, in hidden-state order
 
     def __init__(self, config: ExtractorConfig):
+        if config.precision not in PRECISIONS:
+            raise ConfigError(f"--precision {config.precision!r}: use one of {', '.join(PRECISIONS)}")
         self.config = config
         self.device = resolve_device(config.device)
         self._load()
@@ -135,7 +152,7 @@ class Extractor(ABC):
                                                              atol=1e-3, rtol=1e-3):
                 self.batching = "equal"
         self.n_hidden, self.dim = a.shape[1], a.shape[2]
-        self.layers = parse_layers(self.config.layers, self.n_hidden)
+        self.layers = parse_layers(self.config.layers, self.n_hidden, tuple(self.layer_names))
         self.frame_rate = float(b.shape[0] - a.shape[0]) if self.unit == "s" else None
 
     def _autocast(self):

@@ -19,7 +19,8 @@ class ConcatConfig(HeadConfig):
 
 @register_head("concat")
 class ConcatHead(Head):
-    """Pooled vectors of every modality (masked mean over frames and stored layers) -> MLP."""
+    """Pooled vectors of every modality (masked mean over frames and stored layers) -> MLP. An absent modality
+    pools to zeros, which its LayerNorm maps to a learned constant (its bias)."""
 
     Config = ConcatConfig
     layers = "last"

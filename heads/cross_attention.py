@@ -8,20 +8,24 @@ import torch
 from torch import nn
 
 from . import register_head
-from .base import Head, HeadConfig, InputSpec, sinusoidal_positions
+from .base import Head, HeadConfig, InputSpec, check_divides, option, sinusoidal_positions
 
 
 @dataclass
 class CrossAttentionConfig(HeadConfig):
     d_model: int = 64            # width of every modality after projection
     n_heads: int = 4
-    self_layers: int = 1         # self-attention layers per modality
+    self_layers: int = option(1, min=0)  # self-attention layers per modality
     cross_layers: int = 1        # layers per cross-modal block (m queries n)
     ff_mult: int = 2             # feed-forward width = ff_mult * d_model
     dropout: float = 0.1         # on residual branches and inside the feed-forward
     attn_dropout: float = 0.0    # on attention weights (costly on CPU; off by default)
     input_dropout: float = 0.1   # on projected inputs
     head_dropout: float = 0.1    # before the dense and the output layer
+
+    def check(self, name: str = "head") -> None:
+        super().check(name)
+        check_divides(name, "n_heads", self.n_heads, "d_model", self.d_model)
 
 
 class AttentionLayer(nn.Module):
@@ -48,7 +52,8 @@ class AttentionLayer(nn.Module):
 class CrossAttentionHead(Head):
     """Per-modality projection + start token + positions + self-attention; one cross-modal block per
     ordered pair (m queries n); start-token pooling; product of the blocks sharing a query modality;
-    concatenation; dropout -> dense -> tanh -> dropout -> linear."""
+    concatenation; dropout -> dense -> tanh -> dropout -> linear. The start token is never masked, so an absent
+    modality (all-False mask row) is its start token alone and every attention row has a key."""
 
     Config = CrossAttentionConfig
     layers = "last"

@@ -27,10 +27,11 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
 
 
 def _register() -> None:
-    from .commands import export, export_manifest, extract, import_csd, inspect, prepare
+    from .commands import export, export_manifest, extract, import_csd, inspect, prepare, verify
 
     app.command()(extract.extract)
     app.command()(inspect.inspect)
+    app.command()(verify.verify)
     app.command()(prepare.prepare)
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)

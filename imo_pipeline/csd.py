@@ -12,6 +12,11 @@ manifest utterance is matched by (1) its id, (2) the ``<video id>[k]`` entry
 that overlaps its interval most, or (3) the rows of its video's entry whose
 intervals overlap the utterance interval (``video_id`` + ``interval`` fields,
 which `imo prepare mosi/mosei` write, or its media segment's start/end).
+
+Entry names: HDF5 cannot use ``/`` (a path separator) or NUL in a name, nor the name ``.``. Files
+written by ``write_csd`` (``imo export --format csd``) percent-escape those (and ``%`` itself) and say
+so in ``metadata/imo key escaping``; ``CsdFile`` unescapes the names of such files, so ids round-trip.
+Files from elsewhere are read by their names as they are.
 """
 
 from __future__ import annotations
@@ -21,17 +26,33 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
-from .errors import StoreError
+from .errors import ImoError, StoreError
 from .manifest import Manifest, ShardSpec, Utterance
-from .store import PartWriter, StoreMeta
+from .store import NonFiniteError, PartWriter, StoreMeta
+from .store.integrity import short
+from .store.layout import VALUE_DTYPE, check_dtype
 
 ALIGNED_KEY = re.compile(r"^(.*)\[(\d+)\]$")
+#: Metadata key (and value) that marks a .csd whose entry names are percent-escaped (see escape_key).
+ESCAPE_KEY, ESCAPE_SCHEME = "imo key escaping", "percent: % / NUL and the name '.'"
+_ESCAPES = {"%": "%25", "/": "%2F", "\0": "%00"}
+
+
+def escape_key(uid: str) -> str:
+    """An id as an HDF5 name: ``%``, ``/`` and NUL percent-escaped, the name ``.`` as ``%2E``."""
+    key = "".join(_ESCAPES.get(c, c) for c in uid)
+    return "%2E" if key == "." else key
+
+
+def unescape_key(key: str) -> str:
+    """The id an ``escape_key`` name stands for."""
+    return re.sub(r"%(25|2F|00|2E)", lambda m: {"25": "%", "2F": "/", "00": "\0", "2E": "."}[m.group(1)], key)
 
 
 class CsdFile:
@@ -46,24 +67,36 @@ class CsdFile:
         except OSError as e:
             raise StoreError(f"{self.path} is not an HDF5 computational sequence ({e}); "
                              f"pass a .csd file from the CMU-MultimodalSDK") from None
-        roots = [k for k in self.h5.keys() if isinstance(self.h5[k], h5py.Group) and "data" in self.h5[k]]
+        try:
+            top = list(self.h5.keys())
+            roots = [k for k in top if isinstance(self.h5.get(k), h5py.Group)
+                     and isinstance(self.h5[k].get("data"), h5py.Group)]
+        except (KeyError, OSError, ValueError) as e:
+            self.h5.close()
+            raise StoreError(f"{self.path}: unreadable HDF5 layout ({e}); pass a .csd file from the CMU-MultimodalSDK"
+                             ) from None
         if len(roots) != 1:
             self.h5.close()
-            raise StoreError(f"{self.path}: expected one top-level group holding 'data' (the SDK layout), "
-                             f"found {list(self.h5.keys())}")
+            shown = ", ".join(top[:5]) + (f" and {len(top) - 5} more" if len(top) > 5 else "")
+            raise StoreError(f"{self.path}: expected one top-level group holding a 'data' group (the SDK layout "
+                             f"<root>/data/<id>/features), found {len(roots)} among: {shown or 'nothing'}; pass a "
+                             f".csd computational sequence")
         self.root_name = roots[0]
         self.data = self.h5[self.root_name]["data"]
         self.metadata = read_metadata(self.h5[self.root_name].get("metadata"))
+        escaped = self.metadata.get(ESCAPE_KEY) == ESCAPE_SCHEME
+        self._names = {unescape_key(k) if escaped else k: k for k in self.data.keys()}
 
     def keys(self) -> list[str]:
-        return list(self.data.keys())
+        """Entry keys (ids; unescaped for files written by imo)."""
+        return list(self._names)
 
     def __contains__(self, key: str) -> bool:
-        return key in self.data
+        return key in self._names
 
     def entry(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(features ``[T, D]``, intervals float64 ``[T, 2]``) of one entry."""
-        g = self.data[key]
+        g = self.data[self._names.get(key, key)]
         if "features" not in g or "intervals" not in g:
             raise StoreError(f"{self.path}: entry {key!r} lacks 'features' or 'intervals'")
         return g["features"][()], np.asarray(g["intervals"][()], dtype=np.float64).reshape(-1, 2)
@@ -96,21 +129,32 @@ def read_metadata(group: h5py.Group | None) -> dict[str, Any]:
 
 def write_csd(path: str | Path, root_name: str, entries: dict[str, tuple[np.ndarray, np.ndarray]],
               metadata: dict[str, Any] | None = None) -> Path:
-    """Write entries ``{key: (features [T, D], intervals [T, 2])}`` in the SDK's layout."""
+    """Write entries ``{id: (features [T, D], intervals [T, 2])}`` in the SDK's layout, ids escaped as HDF5
+    names (``escape_key``; the file says so in its metadata), atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
-        root = h5.create_group(root_name)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        _write_csd_file(tmp, root_name, entries, metadata)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+    return path
+
+
+def _write_csd_file(tmp: Path, root_name: str, entries: dict, metadata: dict[str, Any] | None) -> None:
+    with h5py.File(tmp, "w") as h5:
+        root = h5.create_group(escape_key(root_name))
         data = root.create_group("data")
         for key, (feats, intervals) in entries.items():
-            g = data.create_group(key)
+            g = data.create_group(escape_key(key))
             g.create_dataset("features", data=feats)
             g.create_dataset("intervals", data=intervals)
         meta = root.create_group("metadata")
-        for key, value in (metadata or {}).items():
+        for key, value in ({**(metadata or {}), ESCAPE_KEY: ESCAPE_SCHEME}).items():
             ds = meta.create_dataset(key, (1,), dtype=h5py.special_dtype(vlen=str))
             ds[0] = json.dumps(value)
-    return path
 
 
 def utterance_interval(u: Utterance) -> tuple[float, float] | None:
@@ -196,10 +240,13 @@ class ImportResult:
 
 
 def _as_matrix(feats: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """Features as a ``[T, D]`` float matrix in their own precision (float64 stays float64, so that values
+    beyond float32 are reported, not turned into inf)."""
     if feats.dtype.kind not in "fiub":
         raise StoreError(f"{path}: entry {key!r} holds {feats.dtype} values, not numbers (a words/phones sequence?); "
                          f"import a numeric feature sequence (e.g. COVAREP, FACET, OpenFace, GloVe vectors)")
-    feats = feats.astype(np.float32, copy=False)
+    if feats.dtype.kind != "f":
+        feats = feats.astype(np.float64)
     return feats.reshape(len(feats), -1) if feats.ndim != 2 else feats
 
 
@@ -215,34 +262,54 @@ def file_fingerprint(path: Path) -> str:
 def _frame_rate(csd: CsdFile, keys: list[str]) -> float | None:
     durs = []
     for k in keys[:20]:
-        ints = csd.entry(k)[1]
+        try:
+            ints = csd.entry(k)[1]
+        except (ImoError, OSError, KeyError, ValueError):
+            continue  # a broken entry fails on its own when an utterance uses it
         d = ints[:, 1] - ints[:, 0]
         durs.extend(d[d > 0].tolist())
     return round(1.0 / float(np.median(durs)), 4) if durs else None
 
 
+def _feature_dim(csd: CsdFile, keys: list[str], path: Path) -> int:
+    """The feature dim of the file: that of its first entry with rows (a non-numeric first entry refuses the file)."""
+    for k in keys:
+        try:
+            feats = csd.entry(k)[0]
+        except (ImoError, OSError, KeyError, ValueError):
+            continue
+        if feats.dtype.kind not in "fiub" or len(feats):
+            return int(_as_matrix(feats, path, k).shape[1])
+    raise StoreError(f"{path}: no entry under {csd.root_name}/data has feature rows; pass a .csd with features")
+
+
 def import_csd(csd_path: str | Path, manifest: Manifest, out: str | Path, modality: str,
-               progress: bool = True) -> ImportResult:
+               progress: bool = True, dtype: str = VALUE_DTYPE) -> ImportResult:
     """Import a ``.csd`` into an embedding store at ``out`` aligned to ``manifest``'s utterances.
 
     Each matched utterance becomes ``values[T, 1, D]`` (the .csd's feature rows
-    as one "layer"). Unmatched utterances are recorded in the part's ``failed``
-    attrs with the reason; NaN/inf values (COVAREP has -inf) are set to 0 and
-    counted. Re-running into the same store adds only what is missing.
+    as one "layer"), stored as ``dtype`` (float16, or float32 for features beyond
+    float16's +-65504). Per-entry problems (no match, 0 rows, another dim, an
+    unreadable entry, values beyond the store's dtype) fail that utterance only:
+    recorded in the part's ``failed`` attrs with the reason, and the part still
+    completes. NaN/inf values in the released features (COVAREP has -inf) are
+    set to 0 and counted. Re-running into the same store adds only what is
+    missing, and rebuilds the part if `imo verify` marked it damaged.
     """
     path = Path(csd_path)
+    check_dtype(dtype)
     with CsdFile(path) as csd:
         keys = csd.keys()
         if not keys:
             raise StoreError(f"{path}: the .csd has no entries under {csd.root_name}/data")
-        dim = _as_matrix(csd.entry(keys[0])[0], path, keys[0]).shape[1]
+        dim = _feature_dim(csd, keys, path)
         meta = StoreMeta(
             modality=modality,
             encoder={"type": "csd", "source": path.name, "root_name": csd.root_name,
                      "metadata": {k: v for k, v in csd.metadata.items() if len(json.dumps(v, default=str)) < 2000}},
             encoder_fingerprint=file_fingerprint(path), layers=[0], dim=int(dim),
-            frame_rate=_frame_rate(csd, keys), manifest_fingerprint=manifest.fingerprint,
-            extra={"imported_from": "csd"},
+            frame_rate=_frame_rate(csd, keys), manifest_fingerprint=manifest.fingerprint, dtype=dtype,
+            extra={"imported_from": "csd", "csd": str(path.resolve()), "manifest": str(manifest.source)},
         )
         result = ImportResult(store=str(out))
         matcher = Matcher(csd)
@@ -251,29 +318,35 @@ def import_csd(csd_path: str | Path, manifest: Manifest, out: str | Path, modali
                 if u.id in writer.done_ids:
                     result.skipped_existing += 1
                     continue
-                feats, how = matcher.features(u)
+                how = "its entry"
+                try:
+                    feats, how = matcher.features(u)
+                    if feats is not None:
+                        feats = _as_matrix(feats, path, u.id)
+                except (ImoError, OSError, KeyError, ValueError, TypeError) as e:
+                    result.failed[u.id] = f"{how}: cannot be read ({short(e)})"
+                    continue
                 if feats is None:
                     result.failed[u.id] = how
                     continue
-                feats = _as_matrix(feats, path, u.id)
+                if len(feats) == 0:
+                    result.failed[u.id] = f"{how}: the entry has 0 feature rows"
+                    continue
                 if feats.shape[1] != dim:
                     result.failed[u.id] = f"{how}: feature dim {feats.shape[1]} differs from the file's {dim}"
                     continue
                 bad = ~np.isfinite(feats)
                 if bad.any():
-                    result.nonfinite[u.id] = int(bad.sum())
                     feats = np.where(bad, 0.0, feats)
-                writer.add(u.id, feats[:, None, :])  # (T, 1, D)
+                try:
+                    writer.add(u.id, feats[:, None, :])  # (T, 1, D)
+                except NonFiniteError as e:
+                    result.failed[u.id] = f"{how}: {e}"
+                    continue
+                if bad.any():
+                    result.nonfinite[u.id] = int(bad.sum())
                 writer.commit()
                 result.imported += 1
             writer.finish(result.failed)
         result.unused_entries = len(set(keys) - matcher.used)
     return result
-
-
-def iter_entries(path: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(key, features, intervals) for every entry of a ``.csd``."""
-    with CsdFile(path) as csd:
-        for k in csd.keys():
-            f, i = csd.entry(k)
-            yield k, f, i

@@ -8,16 +8,19 @@ events the workers send after each batch. A task that fails is retried
 (``retries``) and then reported, while the other parts go on; re-running the
 same command finishes only what is missing, because every part resumes.
 
+The job is the same ``ExtractJob`` the local path runs (``imo_pipeline.job``);
+its device is resolved once, here on the client (``ExtractJob.resolved``).
 GPUs: when the device is ``cuda`` each task asks for the dask resource
 ``GPU=1``, so start one worker per GPU with ``--resources GPU=1`` (for example
-``CUDA_VISIBLE_DEVICES=k dask worker tcp://host:8786 --nthreads 1 --resources GPU=1``).
-A local cluster (``--workers N``) declares one GPU per worker and places
-worker ``k`` on ``cuda:k % n_gpus``.
+``CUDA_VISIBLE_DEVICES=k dask worker tcp://host:8786 --nthreads 1 --resources GPU=1``);
+``auto`` picks ``cuda`` when the workers offer that resource. A local cluster
+(``--workers N``) on a machine with CUDA declares one GPU per worker and places
+worker ``k`` on ``cuda:k mod n_gpus`` (``ExtractJob.worker_device``).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import threading
@@ -30,33 +33,8 @@ from tqdm import tqdm
 
 from .errors import ConfigError, ImoError
 from .extract import ExtractResult
-from .manifest import Manifest, ShardSpec, load_manifest
-from .paths import is_url
-
-
-@dataclass(frozen=True)
-class ExtractJob:
-    """Everything a worker needs to extract one part; plain data, so it pickles to any worker."""
-
-    manifest: str                    # path visible from the workers (shared file system)
-    data_root: str | None
-    encoder: str                     # name / folder / family:source, as for `imo extract --encoder`
-    modality: str
-    out: str                         # store path or URL, visible from the workers
-    layers: str = "last"
-    device: str = "auto"
-    precision: str = "auto"
-    budget: float | None = None
-    shard_mb: float = 128
-    streams: int | None = None
-    options: tuple[tuple[str, Any], ...] = ()   # extractor options, e.g. (("fps", 10.0), ("face", False))
-
-    @property
-    def wants_gpu(self) -> bool:
-        return self.device.startswith("cuda")
-
-    def encoder_key(self) -> str:
-        return json.dumps([self.encoder, self.modality, self.layers, self.device, self.precision, self.options])
+from .job import ExtractJob
+from .manifest import Manifest, ShardSpec
 
 
 @dataclass
@@ -103,26 +81,14 @@ _MANIFESTS: dict[tuple, Manifest] = {}
 _LOCK = threading.Lock()              # worker threads share the caches
 
 
-def _worker_device(job: ExtractJob, worker) -> str:
-    """A local-cluster GPU worker named k gets cuda:k (mod the GPUs it sees); others keep the job's device."""
-    if job.device != "cuda" or worker is None:
-        return job.device
-    import torch
-
-    n = torch.cuda.device_count()
-    return f"cuda:{int(worker.name) % n}" if n > 1 and str(worker.name).isdigit() else job.device
-
-
 def _encoder(job: ExtractJob, worker) -> tuple[Any, bool]:
     """The worker's extractor for ``job``, built on first use and cached for later parts."""
-    from extractors import build_extractor
-
-    key = job.encoder_key()
+    device = job.worker_device(worker.name if worker is not None else None)
+    key = job.encoder_key(device)
     with _LOCK:
         if key in _ENCODERS:
             return _ENCODERS[key], False
-        ext = build_extractor(job.encoder, job.modality, layers=job.layers, device=_worker_device(job, worker),
-                              precision=job.precision, **dict(job.options))
+        ext = job.build_extractor(device)
         _ENCODERS[key] = ext
         return ext, True
 
@@ -133,14 +99,13 @@ def _manifest(job: ExtractJob) -> Manifest:
     with _LOCK:
         if key not in _MANIFESTS:
             _MANIFESTS.clear()
-            _MANIFESTS[key] = load_manifest(job.manifest, job.data_root)
+            _MANIFESTS[key] = job.load_manifest()
         return _MANIFESTS[key]
 
 
 def extract_part(job: ExtractJob, shard: ShardSpec, topic: str | None = None) -> PartReport:
-    """Run one part on this worker (also callable without a cluster); sends progress events to ``topic``."""
-    from .extract import extract
-
+    """Run part ``shard`` of ``job`` on this worker (also callable without a cluster); sends progress events
+    to ``topic``."""
     try:
         from distributed import get_worker
         worker = get_worker()
@@ -152,8 +117,7 @@ def extract_part(job: ExtractJob, shard: ShardSpec, topic: str | None = None) ->
         if worker is not None and topic:
             worker.log_event(topic, {"part": shard.index, "n": n_new, "pid": os.getpid()})
 
-    result = extract(_manifest(job), ext, job.out, shard, budget=job.budget, progress=False,
-                     shard_mb=job.shard_mb, streams=job.streams, on_batch=on_batch)
+    result = dataclasses.replace(job, shard=shard).run(ext, _manifest(job), progress=False, on_batch=on_batch)
     return PartReport(result, worker.address if worker else "local", os.getpid(), loaded)
 
 
@@ -165,14 +129,25 @@ def _cluster(scheduler: str | None, workers: int | None, gpu: bool):
     if scheduler:
         try:
             return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:
             raise ConfigError(f"--scheduler {scheduler}: no dask scheduler answered ({e}); start one with "
                               f"`dask scheduler` and give its tcp://HOST:PORT address") from None
-    if not workers or workers < 1:
-        raise ConfigError(f"--workers {workers}: give a number of local worker processes >= 1")
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR, resources={"GPU": 1} if gpu else None)
     return Client(cluster), cluster
+
+
+def check_cluster_options(scheduler: str | None, workers: int | None, parts: int | None, retries: int) -> None:
+    """ConfigError (naming the option) for a cluster request that cannot run; checked before anything starts."""
+    from .job import check_positive
+
+    if workers is not None and scheduler is not None:
+        raise ConfigError("give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
+    if scheduler is None:
+        check_positive("--workers", workers, integer=True)
+    if parts is not None:
+        check_positive("--parts", parts, integer=True)
+    check_positive("--retries", retries, integer=True, minimum=0)
 
 
 def default_parts(n_workers: int, out: str) -> int:
@@ -191,17 +166,28 @@ def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: i
 
     ``parts`` defaults to the store's part count if it exists, else two per
     worker. ``on_progress(event)`` is called on the client with each batch event
-    ``{"part", "n" (utterances stored), "pid" (worker process)}`` (for tests and custom UIs). A part whose task still fails after
-    ``retries`` retries lands in ``part_errors``; the others complete.
+    ``{"part", "n" (utterances stored), "pid" (worker process)}`` (for tests and custom UIs). A part whose
+    task still fails after ``retries`` retries lands in ``part_errors``; the others complete. The job's
+    ``shard`` must be whole (0/1): every part runs as a task.
     """
     from distributed import as_completed
 
-    manifest = load_manifest(job.manifest, job.data_root)  # fail fast on a bad manifest, and count utterances
+    check_cluster_options(scheduler, workers, parts, retries)
+    if job.shard.count != 1:
+        raise ConfigError(f"--shard {job.shard} runs one part as a batch job; with --workers/--scheduler every part "
+                          f"runs as a dask task, so leave --shard out (use --parts N to set how many)")
+    job = job.for_workers()
+    if scheduler is None:  # local worker processes see this machine's devices
+        job = job.resolved()
+        job = dataclasses.replace(job, spread_gpus=job.device == "cuda")
+    manifest = job.load_manifest()  # fail fast on a bad manifest, and count utterances
     client, cluster = _cluster(scheduler, workers, job.wants_gpu)
     try:
         info = client.scheduler_info()
         n_workers = len(info["workers"])
-        if job.wants_gpu and not any(w.get("resources", {}).get("GPU") for w in info["workers"].values()):
+        gpu_workers = any(w.get("resources", {}).get("GPU") for w in info["workers"].values())
+        job = job.resolved(gpu_workers=gpu_workers)
+        if job.wants_gpu and not gpu_workers:
             raise ConfigError(f"--device {job.device}: no worker of {client.scheduler.address} offers a GPU "
                               f"resource; start workers with `dask worker ADDRESS --resources GPU=1` (one per GPU)")
         n_parts = parts or default_parts(n_workers, job.out)
@@ -249,46 +235,3 @@ def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: i
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def _absolute(path: str | Path | None) -> str | None:
-    """Workers may run elsewhere: hand them absolute paths (URLs unchanged)."""
-    if path is None or is_url(path):
-        return None if path is None else str(path)
-    return str(Path(path).resolve())
-
-
-def cluster_command(project, modality: str, manifest, data_root, encoder, out, layers, device, precision,
-                    batch_seconds, shard, shard_mb, streams, progress, workers, scheduler, parts, retries,
-                    options: dict[str, Any] | None = None) -> None:
-    """`imo extract --workers N | --scheduler tcp://HOST:PORT`: build the job, run it, print the outcome."""
-    import typer
-
-    if shard != "0/1":
-        raise ConfigError(f"--shard {shard} runs one part as a batch job; with --workers/--scheduler every part "
-                          f"runs as a dask task, so leave --shard out (use --parts N to set how many)")
-    if workers is not None and scheduler is not None:
-        raise ConfigError("give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
-    if parts is not None and parts < 1:
-        raise ConfigError(f"--parts {parts}: give a number of parts >= 1")
-    enc = encoder or project.encoder(modality)
-    if Path(enc).exists():
-        enc = _absolute(enc)
-    job = ExtractJob(
-        manifest=_absolute(manifest or project.require_manifest()), data_root=_absolute(data_root or project.data_root),
-        encoder=enc, modality=modality, out=_absolute(out or project.store_path(modality)), layers=layers,
-        device=device, precision=precision, budget=batch_seconds, shard_mb=shard_mb, streams=streams,
-        options=tuple(sorted((k, v) for k, v in (options or {}).items() if v is not None)))
-    where = scheduler or f"a local cluster of {workers} worker process(es)"
-    typer.echo(f"{modality}: {enc} on {where}, device {device} -> {job.out}", err=True)
-    result = extract_on_cluster(job, scheduler=scheduler, workers=workers, parts=parts, retries=retries,
-                                progress=progress)
-    typer.echo(result.summary())
-    for i, msg in sorted(result.part_errors.items()):
-        typer.echo(f"part {i}/{result.n_parts} failed: {msg}", err=True)
-    if result.failed:
-        files = sorted({r.result.errors_file for r in result.parts.values() if r.result.failed})
-        typer.echo(f"{len(result.failed)} utterance(s) failed; see {', '.join(files)}; fix them and re-run the "
-                   f"same command to extract only those", err=True)
-    if result.failed or result.part_errors:
-        raise typer.Exit(1)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .errors import MediaError
 from .manifest import Manifest, ShardSpec, Utterance
-from .store import PartWriter, StoreMeta
+from .store import NonFiniteError, PartWriter, StoreMeta
 
 PREFETCH = 2  # batches decoded ahead of the model streams
 
@@ -36,7 +36,7 @@ class ExtractResult:
     amount: float = 0.0           # seconds / tokens / frames processed by this run
     seconds: float = 0.0          # wall time
     errors_file: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)  # id -> note on a stored utterance (e.g. frames without a face)
+    notes: dict[str, str] = field(default_factory=dict)  # id -> what the encoder changed or left out of a stored utterance
     notes_file: str | None = None
 
     def summary(self, unit: str) -> str:
@@ -46,7 +46,9 @@ class ExtractResult:
         if self.failed:
             line += f"; failures listed in {self.errors_file}"
         if self.notes:
-            line += f"; notes for {len(self.notes)} utterance(s) (e.g. frames without a face) in {self.notes_file}"
+            uid, note = next(iter(self.notes.items()))
+            line += (f"; notes for {len(self.notes)} utterance(s) stored with a caveat, in {self.notes_file} "
+                     f"(e.g. {uid}: {note})")
         return line
 
 
@@ -76,12 +78,14 @@ def plan_batches(sizes: dict[str, float], budget: float, batching: str) -> list[
     return batches
 
 
-def store_meta(extractor, manifest: Manifest | None = None, shard: ShardSpec = ShardSpec()) -> StoreMeta:
-    """What a store written by ``extractor`` from ``manifest`` says about itself (no manifest: encoder only)."""
+def store_meta(extractor, manifest: Manifest | None = None, shard: ShardSpec = ShardSpec(),
+               dtype: str = "float16") -> StoreMeta:
+    """What a store written by ``extractor`` from ``manifest`` says about itself (no manifest: encoder only);
+    ``dtype`` is the stored value type (float16, or float32 for values beyond float16's range)."""
     return StoreMeta(
         modality=extractor.modality, encoder=extractor.config_dict(), encoder_fingerprint=extractor.fingerprint(),
         layers=list(extractor.layers), dim=int(extractor.dim), frame_rate=extractor.frame_rate,
-        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", n_parts=shard.count,
+        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", n_parts=shard.count, dtype=dtype,
     )
 
 
@@ -155,7 +159,8 @@ def _intra_op_threads(n: int):
 
 def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = ShardSpec(),
             budget: float | None = None, progress: bool = True, chunk_mb: float = 4, shard_mb: float = 128,
-            streams: int | None = None, on_batch: Callable[[int, float], None] | None = None) -> ExtractResult:
+            streams: int | None = None, on_batch: Callable[[int, float], None] | None = None,
+            dtype: str = "float16") -> ExtractResult:
     """Extract ``shard`` of ``manifest`` with ``extractor`` into the store ``out``; resumes a partial part.
 
     Per-utterance problems (missing/corrupt/empty media, encoder errors) are
@@ -163,10 +168,13 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     never stop the job. ``budget`` is the batch size in the extractor's unit;
     ``streams`` batches run through the model at once (default: see
     ``default_streams``). Results are written in plan order whatever finishes first.
+    ``dtype`` is the store's value type (float16, or float32 for values beyond +-65504); an
+    embedding that is not finite in it fails that utterance like any bad input.
     """
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
     by_id = {u.id: u for u in utts}
+    _check_sizes(budget, shard_mb, chunk_mb, streams)
     result = ExtractResult(str(out), shard, errors_file=errors_path(out, shard))
     result.notes_file = result.errors_file[: -len(".errors.jsonl")] + ".notes.jsonl"
     if budget is None:
@@ -175,7 +183,7 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     if streams is not None:
         n_streams, threads = streams, max(1, torch.get_num_threads() // streams)
 
-    with PartWriter(out, shard, store_meta(extractor, manifest, shard), [u.id for u in utts],
+    with PartWriter(out, shard, store_meta(extractor, manifest, shard, dtype), [u.id for u in utts],
                     chunk_mb=chunk_mb, shard_mb=shard_mb) as writer:
         result.skipped = len(writer.done_ids)
         result.notes = dict(writer.group.attrs.get("notes") or {})
@@ -221,7 +229,11 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
                     if err is not None:
                         result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": err}
                         continue
-                    writer.add(u.id, emb)
+                    try:  # (store helper) a non-finite embedding fails this utterance only, like bad media
+                        writer.add(u.id, emb)
+                    except NonFiniteError as e:
+                        result.failed[u.id] = {"path": extractor.media_path(u) or "", "reason": str(e)}
+                        continue
                     n_new += 1
                     amount += sizes[u.id]
                 writer.commit()
@@ -243,9 +255,20 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     return result
 
 
+def _check_sizes(budget: float | None, shard_mb: float, chunk_mb: float, streams: int | None) -> None:
+    """ConfigError (naming the option) for a budget, shard size or stream count that is not a positive number."""
+    from .job import check_positive
+
+    for option, value in (("--batch-seconds", budget), ("--shard-mb", shard_mb), ("chunk_mb", chunk_mb)):
+        if value is not None:
+            check_positive(option, value)
+    if streams is not None:
+        check_positive("--streams", streams, integer=True)
+
+
 def _take_notes(extractor, ids: list[str], result: ExtractResult) -> bool:
-    """Move the notes the extractor left while decoding ``ids`` (e.g. frames without a face, truncated
-    text) into ``result.notes`` for the utterances that were stored; True if any."""
+    """Move the notes the extractor left while decoding ``ids`` (what it changed or left out: truncated
+    text, frames without a face ...) into ``result.notes`` for the utterances that were stored; True if any."""
     notes = getattr(extractor, "notes", None)
     taken = {k: notes.pop(k) for k in ids if notes and k in notes}
     taken = {k: v for k, v in taken.items() if k not in result.failed}

@@ -1,8 +1,10 @@
 """Manifests: one utterance per JSONL line, validated at load.
 
-Schema (see data_manifests/README.md): required ``id`` and ``label``; optional
-``split``, ``fold``, ``speaker``, ``audio``/``video`` segments
-(``{"path", "start", "end"}``), ``text``, ``frames`` and ``targets``.
+Schema (see data_manifests/README.md): required ``id``; optional ``label``
+(absent for prediction-only manifests), ``split``, ``fold``, ``speaker``,
+``audio``/``video`` segments (``{"path", "start", "end"}``), ``text``,
+``frames`` and ``targets``. Every number must be finite and every string
+must be encodable as UTF-8 (no lone surrogates such as ``"\udc80"``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import ConfigError, ManifestError
 
@@ -37,7 +40,7 @@ class Segment:
 @dataclass(frozen=True)
 class Utterance:
     id: str
-    label: Any
+    label: str | int | float | None = None   # None: unlabeled (prediction only)
     split: str | None = None
     fold: str | None = None
     speaker: str | None = None
@@ -147,24 +150,65 @@ def _segment(value: Any, key: str, where: str) -> Segment:
     return Segment(value["path"], start, None if end is None else float(end))
 
 
+def _bad_value(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(field path, reason) of the first non-finite number or non-UTF-8 string in a record, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"is {value!r}; numbers must be finite (NaN and Infinity are not data)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return path, (f"holds {value[e.start:e.end]!r} at position {e.start}, which is not valid Unicode "
+                          f"(a lone surrogate); it cannot be stored as UTF-8")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            bad = _bad_value(k, f"{sub} (the key)") or _bad_value(v, sub)
+            if bad:
+                return bad
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            bad = _bad_value(v, f"{path}[{i}]")
+            if bad:
+                return bad
+    return None
+
+
+def _name(record: dict, key: str, where: str) -> str | None:
+    """An optional name field (fold, speaker): text or an integer, kept as text."""
+    v = record.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or v == "":
+        raise ManifestError(f"{where}: {key!r} must be a non-empty string or an integer, got {v!r}")
+    return str(v)
+
+
 def parse_line(record: Any, where: str) -> Utterance:
     """Validate one decoded JSON record; ``where`` names the file and line for errors."""
     if not isinstance(record, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    if record.get("id") is None or record["id"] == "":
+    bad = _bad_value(record)
+    if bad:
+        raise ManifestError(f"{where}: field {bad[0]!r} {bad[1]}; fix the line")
+    if "id" not in record or record["id"] is None or record["id"] == "":
         raise ManifestError(f"{where}: missing required field 'id'")
     uid = record["id"]
     if not isinstance(uid, (str, int)) or isinstance(uid, bool):
         raise ManifestError(f"{where}: 'id' must be a string, got {uid!r}")
-    label = record.get("label")   # optional: prediction-only manifests have none
+    label = record.get("label")
     if label is not None and (not isinstance(label, (str, int, float)) or isinstance(label, bool) or label == ""):
-        raise ManifestError(f"{where}: 'label' must be a class name or a number, got {label!r}")
+        raise ManifestError(f"{where}: 'label' must be a class name or a number, got {label!r} "
+                            f"(leave the field out for an unlabeled utterance)")
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise ManifestError(f"{where}: 'split' is {split!r}; use one of {', '.join(SPLITS)}")
     text = record.get("text")
     if text is not None and not isinstance(text, str):
         raise ManifestError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+    frames = record.get("frames")
+    if frames is not None and (not isinstance(frames, str) or not frames):
+        raise ManifestError(f"{where}: 'frames' must be the path of a folder of images, got {frames!r}")
     targets = record.get("targets") or {}
     if not isinstance(targets, dict):
         raise ManifestError(f"{where}: 'targets' must be an object of extra labels, got {targets!r}")
@@ -172,31 +216,44 @@ def parse_line(record: Any, where: str) -> Utterance:
         id=str(uid),
         label=label,
         split=split,
-        fold=None if record.get("fold") is None else str(record["fold"]),
-        speaker=None if record.get("speaker") is None else str(record["speaker"]),
+        fold=_name(record, "fold", where),
+        speaker=_name(record, "speaker", where),
         audio=_segment(record["audio"], "audio", where) if record.get("audio") is not None else None,
         text=text,
         video=_segment(record["video"], "video", where) if record.get("video") is not None else None,
-        frames=record.get("frames"),
+        frames=frames,
         targets=targets,
         extra={k: v for k, v in record.items() if k not in _KNOWN},
     )
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file (a leading BOM is dropped); ManifestError naming the line
+    for bytes that are not UTF-8."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                                    f"manifests are UTF-8: convert the file, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def load_manifest(path: str | Path, data_root: str | Path | None = None) -> Manifest:
     """Read and validate a JSONL manifest.
 
     Media paths resolve against ``data_root`` (default: the manifest's folder).
-    Raises ManifestError naming the line for malformed JSON, missing fields,
-    bad segments and duplicate ids.
+    Raises ManifestError naming the line for bytes that are not UTF-8, malformed
+    or too deeply nested JSON, missing fields, non-finite numbers, strings that
+    are not valid Unicode, bad segments and duplicate ids.
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist; run `imo prepare` or pass --manifest")
     utts: list[Utterance] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    try:
+        for lineno, line in _lines(path):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -204,22 +261,49 @@ def load_manifest(path: str | Path, data_root: str | Path | None = None) -> Mani
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ManifestError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise ManifestError(f"{where}: JSON nested too deeply to be a manifest line; "
+                                    f"one flat object per line") from None
             utt = parse_line(record, where)
             if utt.id in seen:
                 raise ManifestError(f"{where}: duplicate id {utt.id!r} (first on line {seen[utt.id]}); ids must be unique")
             seen[utt.id] = lineno
             utts.append(utt)
+    except OSError as e:
+        raise ManifestError(f"manifest {path} could not be read ({e.strerror or e})") from None
     if not utts:
         raise ManifestError(f"manifest {path} has no utterances")
     root = Path(data_root).expanduser() if data_root is not None else path.parent
     return Manifest(utts, root.resolve(), str(path))
 
 
+def manifest_text(utterances: Iterable[Utterance | dict]) -> str:
+    """Utterances (objects or plain records) as JSONL text; ManifestError for a NaN or infinite number."""
+    lines = []
+    for u in utterances:
+        record = u.to_json() if isinstance(u, Utterance) else u
+        try:
+            lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+        except ValueError:
+            raise ManifestError(f"utterance {record.get('id')!r} holds a NaN or infinite number, which a manifest "
+                                f"cannot carry; fix the value at its source") from None
+    return "".join(lines)
+
+
 def write_manifest(utterances: Iterable[Utterance | dict], path: str | Path) -> Path:
-    """Write utterances (objects or plain records) as JSONL."""
-    path = Path(path)
+    """Write utterances (objects or plain records) as JSONL, atomically (a temp file renamed into place)."""
+    return write_text_atomic(Path(path), manifest_text(utterances))
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file beside it and a rename: a reader never sees a
+    half-written file, and a failure leaves no temp file behind. Creates missing parent folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for u in utterances:
-            f.write(json.dumps(u.to_json() if isinstance(u, Utterance) else u, ensure_ascii=False) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

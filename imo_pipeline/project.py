@@ -12,15 +12,25 @@ video = "fabnet:checkpoints/fabnet.pth"
 ```
 Relative paths resolve against the folder holding ``imo.toml``. Command-line
 options override the file.
+
+Every key the file may hold is declared once, here: the top-level keys by
+``TopLevel`` and each ``[section]`` by a dataclass in ``SECTIONS``, whose field
+types say what a value must be (see ``imo_pipeline.options``). An unknown key
+or a value of the wrong type is refused with the valid keys listed. To add a
+section (e.g. ``[train]``), declare a dataclass and add it to ``SECTIONS``;
+``Project.section(name)`` returns its checked instance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
+from .options import check_fields, field_types
 
 FILENAME = "imo.toml"
 MODALITIES = ("audio", "text", "video")
@@ -36,6 +46,28 @@ def parse_modality(name: str) -> str:
 
 
 @dataclass
+class TopLevel:
+    """Keys outside any section. ``Path`` values resolve against the folder of ``imo.toml``."""
+
+    manifest: Path | None = None     # the manifest commands read by default
+    data_root: Path | None = None    # where media paths resolve (default: the manifest's folder)
+    cache: Path | None = None        # stores go to <cache>/<modality>.zarr
+
+
+@dataclass
+class EncodersSection:
+    """``[encoders]``: the encoder each modality is extracted with (as for ``imo extract --encoder``)."""
+
+    audio: str | None = None
+    text: str | None = None
+    video: str | None = None
+
+
+#: Every ``[section]`` of imo.toml and the dataclass that declares its keys.
+SECTIONS: dict[str, type] = {"encoders": EncodersSection}
+
+
+@dataclass
 class Project:
     root: Path
     manifest: Path | None = None
@@ -43,49 +75,90 @@ class Project:
     cache: Path | None = None
     encoders: dict[str, str] = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.root / FILENAME
+
+    def section(self, name: str) -> Any:
+        """The checked ``[name]`` section (its dataclass with defaults when the file has none)."""
+        if name not in SECTIONS:
+            raise ConfigError(f"imo.toml has no section [{name}]; sections: {', '.join(SECTIONS)}")
+        return self.sections.get(name) or SECTIONS[name]()
 
     def store_path(self, modality: str) -> Path:
         if self.cache is None:
-            raise ConfigError(f"no store given: pass --out/--store, or set cache = \"...\" in {self.root / FILENAME}")
+            raise ConfigError(f"no store given: pass --out/--store, or set cache = \"...\" in {self.path}")
         return self.cache / f"{modality}.zarr"
 
     def require_manifest(self) -> Path:
         if self.manifest is None:
-            raise ConfigError(f"no manifest given: pass --manifest, or set manifest = \"...\" in {self.root / FILENAME}")
+            raise ConfigError(f"no manifest given: pass --manifest, or set manifest = \"...\" in {self.path}")
         return self.manifest
 
     def encoder(self, modality: str) -> str:
         if modality not in self.encoders:
             raise ConfigError(
-                f"no encoder for {modality}: pass --encoder, or add {modality} = \"...\" under [encoders] in {self.root / FILENAME}"
+                f"no encoder for {modality}: pass --encoder, or add {modality} = \"...\" under [encoders] in {self.path}"
             )
         return self.encoders[modality]
 
 
+def _read_toml(path: Path) -> dict:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x}); TOML files are UTF-8: "
+                          f"convert it, e.g. iconv -f latin1 -t utf-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a project config; see `imo --help` for its keys") from None
+
+
+def _resolve_paths(obj: Any, root: Path) -> Any:
+    """Relative ``Path`` fields of a section made absolute against ``root`` (the folder of imo.toml)."""
+    changes = {}
+    for name, tp in field_types(type(obj)).items():
+        v = getattr(obj, name)
+        if isinstance(v, Path):
+            v = v.expanduser()
+            changes[name] = v if v.is_absolute() else root / v
+    return dataclasses.replace(obj, **changes)
+
+
+def _build(cls: type, values: Any, what: str, root: Path) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} must be a table of keys ({', '.join(field_types(cls))}), got {values!r}")
+    return _resolve_paths(cls(**check_fields(cls, values, what)), root)
+
+
 def load_project(folder: str | Path | None = None) -> Project:
-    """Read ``imo.toml`` from ``folder`` (default: the working folder); empty Project if absent."""
+    """Read ``imo.toml`` from ``folder`` (default: the working folder); empty Project if absent.
+
+    Raises ConfigError (one line, naming the file) for a file that is not UTF-8 or not TOML, an unknown
+    key or section (the valid ones are listed) and a value of the wrong type.
+    """
     root = Path(folder or Path.cwd()).resolve()
     path = root / FILENAME
     if not path.is_file():
         return Project(root)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
-
-    def _path(key: str) -> Path | None:
-        v = raw.get(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            raise ConfigError(f"{path}: {key} must be a path string, got {v!r}")
-        p = Path(v).expanduser()
-        return p if p.is_absolute() else root / p
-
-    encoders = raw.get("encoders", {})
-    if not isinstance(encoders, dict):
-        raise ConfigError(f"{path}: [encoders] must be a table of modality = \"encoder\"")
-    for key in encoders:
-        parse_modality(key)
-    return Project(root, _path("manifest"), _path("data_root"), _path("cache"),
-                   {parse_modality(k): str(v) for k, v in encoders.items()}, raw)
+    raw = _read_toml(path)
+    top_keys = list(field_types(TopLevel))
+    unknown = sorted(k for k in raw if k not in top_keys and k not in SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {', '.join(map(repr, unknown))}; valid keys: "
+                          f"{', '.join(top_keys)} and the sections {', '.join(f'[{s}]' for s in SECTIONS)}")
+    for name in top_keys:
+        if isinstance(raw.get(name), dict):
+            raise ConfigError(f"{path}: {name} is a key, not a section; write {name} = \"...\" above the first [section]")
+    top = _build(TopLevel, {k: v for k, v in raw.items() if k in top_keys}, str(path), root)
+    sections = {name: _build(cls, raw[name], f"{path} [{name}]", root) for name, cls in SECTIONS.items() if name in raw}
+    enc = sections.get("encoders") or EncodersSection()
+    encoders = {m: getattr(enc, m) for m in MODALITIES if getattr(enc, m) is not None}
+    return Project(root, top.manifest, top.data_root, top.cache, encoders, raw, sections)

@@ -1,8 +1,11 @@
-"""Shared fixtures: generated audio sets and tiny speech models (helpers live in audio_utils.py)."""
+"""Shared fixtures: generated audio sets, tiny speech models (helpers live in audio_utils.py), one torch
+thread, and the `imo` command line run in this process."""
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,49 @@ def audio_set(tmp_path) -> tuple[Path, list[dict]]:
         lines.append({"id": f"seg{j}", "label": "neu", "split": "test",
                       "audio": {"path": "media/session.wav", "start": s, "end": e}})
     return write_manifest_lines(tmp_path / "manifest.jsonl", lines), lines
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models run fastest so, and the CPU is shared with other test
+    processes). Request it, or import ``one_thread`` from store_utils to apply it to every test of a module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error(self) -> str:
+        """The last stderr line (where `imo` puts its one-line ``error: ...``)."""
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def imo(capsys, monkeypatch):
+    """``imo(*args, cwd=None)``: the real `imo` entry point (``imo_pipeline.cli.run``, as the console script
+    calls it) in this process, which saves the interpreter start of a subprocess; returns the exit
+    status and the captured output."""
+    from imo_pipeline.cli import run
+
+    def call(*args: str, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["imo", *map(str, args)])
+        capsys.readouterr()
+        try:
+            run()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return call

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from audio_utils import write_manifest_lines
 from imo_pipeline.manifest import ShardSpec, load_manifest
@@ -26,13 +25,9 @@ QUIET = dict(progress=False, log=lambda *a: None)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny heads run fastest on one thread, and the CPU is shared with other test processes.
-    Imported by the training test modules, where it applies to every test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def one_thread(one_thread):
+    """conftest's ``one_thread`` for every test of a module that imports this name (the training tests)."""
     yield
-    torch.set_num_threads(before)
 
 
 def write_store(path: Path, modality: str, items: dict[str, np.ndarray], manifest_fingerprint: str,

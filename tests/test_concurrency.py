@@ -30,6 +30,7 @@ def _start(cmd):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
 
 
+@pytest.mark.slow   # concurrent `imo` processes
 def test_two_shard_jobs_at_once_into_one_cache_folder(project):
     store = project / "cache" / "audio.zarr"
     jobs = [_start(extract_cmd(project, store, "--shard", f"{i}/2")) for i in range(2)]
@@ -51,6 +52,7 @@ def test_two_shard_jobs_at_once_into_one_cache_folder(project):
     assert not list(store.glob("*.lock"))
 
 
+@pytest.mark.slow   # concurrent `imo` processes
 def test_second_job_on_a_part_being_written_is_refused(project):
     store = project / "clash.zarr"
     first = _start(extract_cmd(project, store, "--shard", "0/2"))
@@ -85,6 +87,7 @@ def test_second_job_on_a_part_being_written_is_refused(project):
     assert st.complete and len(st) == N_UTTS
 
 
+@pytest.mark.slow   # concurrent `imo` processes
 def test_inspect_names_missing_parts(project):
     store = project / "half.zarr"
     assert run(extract_cmd(project, store, "--shard", "1/3")).returncode == 0
@@ -149,6 +152,7 @@ except LockError:
 """
 
 
+@pytest.mark.slow   # concurrent `imo` processes
 def test_two_jobs_taking_over_one_stale_lock_get_one_winner(tmp_path):
     for trial in range(3):
         path = _lock(tmp_path, {"pid": 999999, "host": socket.gethostname(), "started": 1.0, "at": 1.0})

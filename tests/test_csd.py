@@ -177,3 +177,110 @@ def test_cli_import_and_export(mosi_like, tmp_path):
     r = subprocess.run([sys.executable, "-m", "imo_pipeline", "export", str(tmp_path / "c.zarr"), "--format", "npz",
                         "--out", str(tmp_path / "c.npz")], capture_output=True, text=True)
     assert r.returncode == 2 and "hdf5, csd" in r.stderr
+
+
+# --- hostile entries (issue 12) ---------------------------------------------------------------------------------
+def _one_per_id(tmp_path, entries: dict, ids=None):
+    """A manifest of ``ids`` (default: the entry keys) and an SDK file keyed by id."""
+    ids = list(entries) if ids is None else ids
+    man = text(tmp_path / "m.jsonl", "".join(json.dumps({"id": i, "label": 1.0}) + "\n" for i in ids))
+    t = lambda n: np.stack([np.arange(n) * 0.1, np.arange(n) * 0.1 + 0.1], 1)
+    csd = sdk_csd(tmp_path / "f.csd", "feats", {k: (v, t(len(v))) for k, v in entries.items()}, {"root name": "feats"})
+    return load_manifest(man), csd
+
+
+def test_zero_row_entry_fails_only_that_entry(tmp_path):
+    rng = np.random.default_rng(0)
+    entries = {"a": rng.standard_normal((6, 3)).astype(np.float32), "empty": np.zeros((0, 3), np.float32),
+               "b": rng.standard_normal((4, 3)).astype(np.float32)}
+    man, csd = _one_per_id(tmp_path, entries)
+    res = import_csd(csd, man, tmp_path / "s.zarr", "audio", progress=False)
+    assert res.imported == 2 and res.failed == {"empty": "id: the entry has 0 feature rows"}
+    st = open_store(tmp_path / "s.zarr").check()
+    assert st.ids == ["a", "b"] and st.failed == res.failed
+    np.testing.assert_array_equal(st.get("b")[:, 0], entries["b"].astype(np.float16))
+
+
+@pytest.mark.parametrize("layout", ["empty", "no_data_group", "data_is_a_dataset"])
+def test_hdf5_without_a_data_group_is_one_line(tmp_path, layout):
+    path = tmp_path / "odd.csd"
+    with h5py.File(path, "w") as h5:
+        if layout == "no_data_group":
+            h5.create_dataset("x", data=np.zeros(3))
+            h5.create_group("COVAREP").create_dataset("features", data=np.zeros((2, 2)))
+        elif layout == "data_is_a_dataset":
+            h5.create_group("COVAREP").create_dataset("data", data=np.zeros(3))
+    man = text(tmp_path / "m.jsonl", json.dumps({"id": "a", "label": 1.0}) + "\n")
+    with pytest.raises(StoreError, match="expected one top-level group holding a 'data' group") as e:
+        import_csd(path, load_manifest(man), tmp_path / "x.zarr", "audio", progress=False)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "imo_pipeline", "import-csd", str(path), "--manifest", str(man),
+                        "--modality", "a", "--out", str(tmp_path / "x.zarr"), "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+def test_values_beyond_float16_fail_the_entry_unless_float32(tmp_path):
+    rng = np.random.default_rng(1)
+    entries = {"ok": rng.standard_normal((5, 3)).astype(np.float32),
+               "big": np.full((5, 3), 1e6, np.float32),
+               "beyond32": np.full((5, 3), 1e39, np.float64),
+               "covarep": np.array([[1, -np.inf, np.nan]] * 4, np.float32)}
+    man, csd = _one_per_id(tmp_path, entries)
+    res = import_csd(csd, man, tmp_path / "h.zarr", "audio", progress=False)
+    assert set(res.failed) == {"big", "beyond32"}
+    assert "overflow the store's float16 range" in res.failed["big"] and "--dtype float32" in res.failed["big"]
+    assert "exceed float16's range" in res.failed["beyond32"]           # not silently imputed as "inf"
+    assert res.nonfinite == {"covarep": 8}                               # the documented imputation, counted
+    st = open_store(tmp_path / "h.zarr").check()
+    assert st.ids == ["ok", "covarep"] and np.array_equal(st.get("covarep")[:, 0, 0], [1, 1, 1, 1])
+    assert np.isfinite(st.load_all()[0].astype(np.float32)).all()
+
+    res32 = import_csd(csd, man, tmp_path / "f.zarr", "audio", progress=False, dtype="float32")
+    assert set(res32.failed) == {"beyond32"} and "exceed float32's range" in res32.failed["beyond32"]
+    st32 = open_store(tmp_path / "f.zarr").check()
+    assert st32.meta.dtype == "float32" and np.array_equal(st32.get("big")[:, 0], entries["big"])
+
+
+def test_export_csd_escapes_ids_so_they_reimport(tmp_path):
+    from imo_pipeline.manifest import ShardSpec
+    from imo_pipeline.store import PartWriter, StoreMeta
+
+    ids = ["Ses01/F_001", "a/b/c", "50%", "x%2Fy", ".", "..", "plain"]
+    rng = np.random.default_rng(2)
+    data = {i: rng.standard_normal((int(rng.integers(2, 9)), 1, 4)).astype(np.float32) for i in ids}
+    man_path = text(tmp_path / "m.jsonl", "".join(json.dumps({"id": i, "label": 0.0}) + "\n" for i in ids))
+    man = load_manifest(man_path)
+    meta = StoreMeta("text", {"type": "synthetic"}, "enc", [0], 4, 10.0, man.fingerprint)
+    with PartWriter(tmp_path / "s.zarr", ShardSpec(), meta, ids) as w:
+        for i in ids:
+            w.add(i, data[i])
+        w.finish({})
+    out = export_store(tmp_path / "s.zarr", tmp_path / "s.csd", "csd", progress=False)
+    with h5py.File(out, "r") as h5:                   # one flat entry per id: no nested groups
+        names = list(h5["s"]["data"].keys())
+        assert len(names) == len(ids) and all("/" not in n for n in names)
+    with CsdFile(out) as csd:
+        assert sorted(csd.keys()) == sorted(ids)
+    res = import_csd(out, man, tmp_path / "back.zarr", "text", progress=False)
+    assert res.imported == len(ids) and not res.failed
+    back = open_store(tmp_path / "back.zarr").check()
+    assert back.ids == ids
+    for i in ids:
+        np.testing.assert_array_equal(back.get(i), data[i].astype(np.float16))
+
+
+def test_damaged_imported_store_names_the_reimport_and_it_rebuilds(mosi_like, tmp_path):
+    man_path, csd_path = mosi_like
+    out = tmp_path / "c.zarr"
+    import_csd(csd_path, load_manifest(man_path), out, "audio", progress=False)
+    good = {u: v for u, v in open_store(out)}
+    next((out / "part-00000-of-00001" / "values").rglob("c/*/0/0")).unlink()
+    with pytest.raises(StoreError) as e:
+        open_store(out).check()
+    assert (f"imo import-csd {csd_path.resolve()} --manifest {man_path} --modality audio --out {out}"
+            in str(e.value))
+    res = import_csd(csd_path, load_manifest(man_path), out, "audio", progress=False)   # the named command
+    assert res.imported == 9 and res.skipped_existing == 0
+    again = open_store(out).check()
+    assert all(np.array_equal(again.get(u), v) for u, v in good.items()) and again.ids == list(good)

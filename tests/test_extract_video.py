@@ -81,6 +81,7 @@ def test_video_round_trip_counts_frames_without_a_face(video_set, vit, tmp_path)
                                      f"({manifest.resolve('media/face.mp4')})"}
     assert [json.loads(x)["id"] for x in open(result.notes_file)] == ["whole"]
     assert "notes for 1 utterance(s)" in result.summary("frames")
+    assert "(e.g. whole: 2 of 10 sampled frames had no face and were left out" in result.summary("frames")
     meta = store.meta
     assert meta.frame_rate == 5.0 and meta.modality == "video"
     assert {k: meta.encoder[k] for k in ("type", "fps", "max_frames", "face", "crop_size")} == \

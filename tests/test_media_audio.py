@@ -45,3 +45,20 @@ def test_bad_audio_errors(tmp_path):
     sf.write(tmp_path / "short.wav", tone(1.0, 16000), 16000)
     with pytest.raises(MediaError, match="past its end"):
         load_audio(tmp_path / "short.wav", 16000, start=2.0, end=3.0)
+
+
+def test_non_regular_files_are_refused_before_opening(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.wav")           # opening it for reading would block forever
+    (tmp_path / "folder.wav").mkdir()
+    for fn in (lambda p: audio_duration(p), lambda p: load_audio(p, 16000)):
+        with pytest.raises(MediaError, match=r"pipe.wav is a FIFO \(named pipe\), not a regular file"):
+            fn(tmp_path / "pipe.wav")
+        with pytest.raises(MediaError, match="folder.wav is a folder, not a file"):
+            fn(tmp_path / "folder.wav")
+        with pytest.raises(MediaError, match="/dev/null is a character device, not a regular file"):
+            fn("/dev/null")
+    os.symlink(tmp_path / "pipe.wav", tmp_path / "link.wav")   # links are followed
+    with pytest.raises(MediaError, match="link.wav is a FIFO"):
+        audio_duration(tmp_path / "link.wav")

@@ -13,63 +13,11 @@ from imo_pipeline.errors import ManifestError
 from imo_pipeline.manifest import load_manifest
 from imo_pipeline.prepare import prepare
 from imo_pipeline.prepare.iemocap import map_label, parse_utt_id
-from release_utils import placeholder, text, wav
-
-HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
-
-
-def _dialog(root: Path, session: int, dialog: str, labels: list[tuple], transcript: list[str],
-            wavs: list[str] | None = None, video: bool = True) -> None:
-    s = root / f"Session{session}"
-    body = HEADER
-    for start, end, uid, code, vad in labels:
-        body += f"[{start:.4f} - {end:.4f}]\t{uid}\t{code}\t[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]\n"
-        body += "C-E1:\tNeutral;\t()\nC-E3:\tNeutral;\t()\nA-E3:\tval 3; act 2; dom  2;\t()\n\n"
-    text(s / "dialog" / "EmoEvaluation" / f"{dialog}.txt", body)
-    text(s / "dialog" / "transcriptions" / f"{dialog}.txt", "\n".join(transcript) + "\n")
-    for uid in wavs if wavs is not None else [lab[2] for lab in labels]:
-        wav(s / "sentences" / "wav" / dialog / f"{uid}.wav")
-    if video:
-        placeholder(s / "dialog" / "avi" / "DivX" / f"{dialog}.avi")
-
+from release_utils import iemocap_release
 
 @pytest.fixture
 def release(tmp_path) -> Path:
-    """Three sessions, a hidden resource fork, unscored turns, an unknown code, a missing wav and a missing video."""
-    root = tmp_path / "IEMOCAP_full_release"
-    d1 = [(6.2901, 8.2357, "Ses01F_impro01_F000", "neu", (2.5, 2.5, 2.5)),
-          (10.01, 11.3925, "Ses01F_impro01_F001", "exc", (4.0, 3.5, 3.0)),
-          (14.8872, 18.0175, "Ses01F_impro01_M002", "fru", (2.0, 3.5, 3.5)),
-          (19.29, 20.7875, "Ses01F_impro01_M003", "xxx", (2.5, 2.5, 2.5)),
-          (21.0, 22.0, "Ses01F_impro01_F004", "zzz", (2.5, 2.5, 2.5)),
-          (23.0, 24.0, "Ses01F_impro01_M005", "ang", (1.5, 4.0, 4.0))]
-    _dialog(root, 1, "Ses01F_impro01", d1, [
-        "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.",
-        "Ses01F_impro01_F001 [010.0100-011.3925]: Do you have your forms?",
-        "Ses01F_impro01_MXX0 [012.0000-013.0000]: Yeah.",
-        "M: [BREATHING]",
-        "Ses01F_impro01_M002 [014.8872-018.0175]: Let me see them.",
-        "Ses01F_impro01_M003 [019.2900-020.7875]: Is there a problem?",
-        "Ses01F_impro01_F004 [021.0000-022.0000]: Who told you to get in this line?",
-        "Ses01F_impro01_M005 [023.0000-024.0000]: You did.",
-        "Ses01F_impro01_F009 [030.0000-031.0000]: A line with no label.",
-    ], wavs=["Ses01F_impro01_F000", "Ses01F_impro01_F001", "Ses01F_impro01_M002", "Ses01F_impro01_M003",
-             "Ses01F_impro01_F004"])
-    text(root / "Session1" / "dialog" / "EmoEvaluation" / "._Ses01F_impro01.txt", "\x00\x05\x16\x07 mac resource fork")
-    # a script dialog recorded with the male actor leading: the F utterance is still the woman's
-    _dialog(root, 1, "Ses01M_script01_1", [
-        (1.0, 2.5, "Ses01M_script01_1_F000", "sad", (2.0, 2.0, 2.5)),
-        (3.0, 4.5, "Ses01M_script01_1_M001", "hap", (4.0, 3.0, 3.0))], [
-        "Ses01M_script01_1_F000 [001.0000-002.5000]: I'm leaving.",
-        "Ses01M_script01_1_M001 [003.0000-004.5000]: Great!"])
-    _dialog(root, 2, "Ses02F_impro03", [(0.5, 1.5, "Ses02F_impro03_M000", "hap", (4.5, 3.0, 3.0))],
-            ["Ses02F_impro03_M000 [000.5000-001.5000]: We got married!"])
-    _dialog(root, 5, "Ses05F_script02_2", [
-        (2.0, 3.0, "Ses05F_script02_2_M010", "neu", (3.0, 2.0, 2.0)),
-        (3.5, 5.0, "Ses05F_script02_2_F011", "ang", (1.5, 4.5, 4.0))], [
-        "Ses05F_script02_2_M010 [002.0000-003.0000]: Okay.",
-        "Ses05F_script02_2_F011 [003.5000-005.0000]: No!"], video=False)
-    return root
+    return iemocap_release(tmp_path / "IEMOCAP_full_release")
 
 
 @pytest.mark.parametrize("uid, expected", [

@@ -5,39 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from imo_pipeline.csd import write_csd
 from imo_pipeline.errors import ConfigError
 from imo_pipeline.manifest import load_manifest
 from imo_pipeline.prepare import prepare
 from imo_pipeline.prepare.mosi import load_folds, sentiment_label
-from release_utils import placeholder, text, wav
-
-# video ids from the SDK's standard MOSI folds: train, valid, test; and one in no fold
-TRAIN, VALID, TEST, NOFOLD = "03bSnISJMiM", "WKA5OygbEKI", "tmZoasNr4rU", "zzzNotAFold"
+from release_utils import MOSI_NOFOLD as NOFOLD, MOSI_TEST as TEST, MOSI_TRAIN as TRAIN, MOSI_VALID as VALID
+from release_utils import mosei_release, mosi_release, text
 
 
 @pytest.fixture
 def mosi(tmp_path) -> Path:
-    root = tmp_path / "CMU_MOSI"
-    raw = root / "Raw"
-    rows = [(0.0, 2.1, TRAIN, 1, 2.4), (2.1, 5.0, TRAIN, 2, -0.6), (5.0, 7.5, TRAIN, 3, 0.0),
-            (1.0, 3.0, VALID, 1, -2.8), (0.5, 2.5, TEST, 1, 1.2), (3.0, 4.0, TEST, 2, 3.4),   # out of range
-            (0.0, 1.0, NOFOLD, 1, 1.0), (4.0, 6.0, TEST, 3, -1.4)]                             # wav missing
-    text(raw / "Labels" / "OpinionLevelSentiment.csv", "".join(f"{a},{b},{v},{n},{s}\n" for a, b, v, n, s in rows)
-         + "not,a,row\n")
-    for vid, lines in ((TRAIN, ["1_DELIMITER_anyhow it was really good", "2_DELIMITER_ the ending was weak",
-                                "3_DELIMITER_i guess"]),
-                       (VALID, ["1_DELIMITER_terrible"]), (TEST, ["1_DELIMITER_pretty fun", "garbage line"]),
-                       (NOFOLD, ["1_DELIMITER_ok"])):
-        text(raw / "Transcript" / "Segmented" / f"{vid}.annotprocessed", "\n".join(lines) + "\n")
-    for vid, n in ((TRAIN, 1), (TRAIN, 2), (TRAIN, 3), (VALID, 1), (TEST, 1), (TEST, 2), (NOFOLD, 1)):
-        wav(raw / "Audio" / "WAV_16000" / "Segmented" / f"{vid}_{n}.wav")
-        if vid != VALID:
-            placeholder(raw / "Video" / "Segmented" / f"{vid}_{n}.mp4")
-    return root
+    return mosi_release(tmp_path / "CMU_MOSI")
 
 
 def test_mosi_counts_splits_and_problems(mosi, tmp_path):
@@ -78,20 +58,7 @@ def test_folds_file_json_and_sdk_py(tmp_path):
 
 @pytest.fixture
 def mosei(tmp_path) -> Path:
-    root = tmp_path / "CMU_MOSEI"
-    raw = root / "Raw"
-    vids = {"-3g5yACwYnA": [(82.0, 91.5), (91.8, 100.0)], "_0efYOjQYRc": [(5.0, 9.0), (12.0, 15.0)]}
-    entries = {}
-    for vid, segs in vids.items():
-        feats = np.array([[1.0, 0.5, 0, 0, 0, 0, 0], [-2.0, 0, 1.5, 0.3, 0, 0, 0]], dtype=np.float32)
-        entries[vid] = (feats, np.array(segs))
-        lines = [f"{vid}___{n}___{s}___{e}___sentence {n}" for n, (s, e) in enumerate(segs, 1)]
-        wav(raw / "Audio" / "Full" / "WAV_16000" / f"{vid}.wav", seconds=0.1)
-        if vid == "_0efYOjQYRc":
-            lines = lines[:1]  # the second label interval has no transcript segment
-        text(raw / "Transcript" / "Segmented" / "Combined" / f"{vid}.txt", "\n".join(lines) + "\n")
-    write_csd(root / "labels" / "CMU_MOSEI_Labels.csd", "All Labels", entries, {"root name": "All Labels"})
-    return root
+    return mosei_release(tmp_path / "CMU_MOSEI")
 
 
 def test_mosei_labels_from_sdk_csd_and_folds(mosei, tmp_path):

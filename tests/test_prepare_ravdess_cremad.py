@@ -10,25 +10,12 @@ from imo_pipeline.prepare import prepare
 from imo_pipeline.prepare.base import actor_folds
 from imo_pipeline.prepare.cremad import parse_name as crema_name
 from imo_pipeline.prepare.ravdess import parse_name as ravdess_name
-from release_utils import placeholder, text, wav
+from release_utils import cremad_release, ravdess_release
 
 
 @pytest.fixture
 def ravdess(tmp_path) -> Path:
-    """Audio-only wavs and audio-video mp4s for 10 actors, plus a video-only clip, quirks and strays."""
-    root = tmp_path / "RAVDESS"
-    for actor in range(1, 11):
-        a = f"{actor:02d}"
-        for emo in ("01", "03", "05", "08"):
-            wav(root / f"Actor_{a}" / f"03-01-{emo}-01-01-01-{a}.wav", seconds=0.05)
-        placeholder(root / f"Actor_{a}" / f"01-01-03-01-01-01-{a}.mp4")     # same recording as the hap wav
-    placeholder(root / "Actor_01" / "01-02-04-02-02-02-01.mp4")            # song, audio-video only
-    placeholder(root / "Actor_02" / "02-01-06-01-01-01-02.mp4")            # video-only: no audio
-    wav(root / "Actor_03" / "03-01-09-01-01-01-03.wav")                    # emotion code 09
-    wav(root / "Actor_04" / "03-01-01-01-01-01-05.wav")                    # actor 05 filed under Actor_04
-    wav(root / "Actor_05" / "._03-01-01-01-01-02-05.wav")                  # resource fork
-    text(root / "Actor_05" / "notes.wav", "not a recording")
-    return root
+    return ravdess_release(tmp_path / "RAVDESS")
 
 
 def test_ravdess_names_and_counts(ravdess):
@@ -64,16 +51,7 @@ def test_ravdess_4class_and_fold_count(ravdess):
 
 @pytest.fixture
 def cremad(tmp_path) -> Path:
-    root = tmp_path / "CREMA-D"
-    for actor in (1001, 1002, 1003, 1004, 1005, 1006):
-        for sent, emo, lvl in (("DFA", "ANG", "XX"), ("IEO", "HAP", "HI"), ("TIE", "NEU", "XX"), ("IWW", "FEA", "LO")):
-            wav(root / "AudioWAV" / f"{actor}_{sent}_{emo}_{lvl}.wav", seconds=0.05)
-            placeholder(root / "VideoFlash" / f"{actor}_{sent}_{emo}_{lvl}.flv")
-    (root / "AudioWAV" / "1076_MTI_SAD_XX.wav").write_bytes(b"")                # empty file
-    wav(root / "AudioWAV" / "1007_DFA_BOR_XX.wav")                               # unknown emotion
-    wav(root / "AudioWAV" / "1008_DFA_ANG.wav")                                  # malformed name
-    wav(root / "AudioWAV" / "._1001_DFA_ANG_XX.wav")
-    return root
+    return cremad_release(tmp_path / "CREMA-D")
 
 
 def test_cremad_names_counts_and_folds(cremad):

@@ -56,3 +56,26 @@ def test_sharded_extraction_into_a_memory_url_equals_a_local_store(manifest, tmp
 def test_missing_url_store_is_a_typed_error():
     with pytest.raises(StoreError, match="is not an imo embedding store"):
         open_store(f"memory://nothing-{uuid.uuid4().hex[:8]}/x.zarr")
+
+
+def test_deleted_or_damaged_file_in_a_url_store_is_found_and_the_part_rebuilt(manifest):
+    from imo_pipeline.store.verify import verify_store
+
+    ext = build_extractor("fbank", "audio")
+    url = f"memory://imo-{uuid.uuid4().hex[:8]}/cache/audio.zarr"
+    extract(manifest, ext, url, progress=False, shard_mb=0.05)
+    good = {u: v for u, v in open_store(url)}
+    fs, root = fsspec.core.url_to_fs(url)
+    shards = sorted(p for p in fs.find(root + "/part-00000-of-00001/values") if p.endswith("/0/0"))
+    fs.rm(shards[0])                                              # deleted: zarr alone would read zeros
+    key = shards[0][len(root) + 1:]
+    st = open_store(url)
+    assert st.parts_status[0].status == "damaged" and st.parts_status[0].damage == {key: "missing"}
+    with pytest.raises(StoreError, match=f"{key}: missing; rebuild the part with `imo extract --modality audio "):
+        st.check()
+    report = verify_store(url, progress=False)
+    assert report.damaged and report.damaged[0].marked
+    assert extract(manifest, ext, url, progress=False, shard_mb=0.05).done == len(good)   # rebuilt from scratch
+    again = open_store(url).check()
+    assert again.ids == list(good) and all(np.array_equal(again.get(u), v) for u, v in good.items())
+    assert not verify_store(url, progress=False).damaged

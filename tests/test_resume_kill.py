@@ -13,6 +13,8 @@ import pytest
 from imo_pipeline.store import open_store
 from scale_utils import committed, env, extract_cmd, make_audio_project, run
 
+pytestmark = pytest.mark.slow   # real `imo extract` processes killed and re-run
+
 N_UTTS = 64
 
 

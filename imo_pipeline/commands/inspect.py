@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
-
-from ..store import open_store
 
 
 def _size(n: int) -> str:
@@ -18,10 +15,21 @@ def _size(n: int) -> str:
     return ""
 
 
-def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding store (.zarr)."),
-            as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of text.")) -> None:
-    """Describe a store: utterances, frames, shapes, encoder, size on disk and the state of its parts."""
+def inspect(store: str = typer.Argument(..., help="Path or URL of an embedding store (.zarr)."),
+            as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of text."),
+            verify: bool = typer.Option(False, "--verify", help="Also check every file against its checksum and "
+                                        "mark damaged parts (as `imo verify`).")) -> None:
+    """Describe a store: utterances, frames, shapes, encoder, size on disk and the state of its parts.
+    Exit status 1 when a part is damaged (each is named with the command that rebuilds it)."""
+    from ..store import open_store
+
+    report = None
+    if verify:
+        from ..store.verify import verify_store
+
+        report = verify_store(store, progress=False)
     st = open_store(store)
+    damaged = [p for p in st.parts_status if p.status == "damaged"]
     m = st.meta
     info = {
         "store": str(store), "modality": m.modality, "utterances": len(st), "frames": st.n_frames,
@@ -31,9 +39,15 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
         "parts": [{"part": p.index, "status": p.status, "committed": p.n_committed, "expected": p.n_expected,
                    "failed": len(p.failed), "notes": len(p.notes), "locked": p.locked} for p in st.parts_status],
         "notes": {k: v for p in st.parts_status for k, v in p.notes.items()},
+        "format": m.format_version,
+        "damaged": {p.index: {"files": p.damage, "fix": st.rebuild_command(p.index)} for p in damaged},
     }
+    if report is not None:
+        info["verify"] = report.to_dict()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
+        if damaged:
+            raise typer.Exit(1)
         return
     done = sum(p.status == "complete" for p in st.parts_status)
     typer.echo(f"store        {store}")
@@ -47,10 +61,24 @@ def inspect(store: Path = typer.Argument(..., help="Path or URL of an embedding 
         lock = " (locked: a job is writing it)" if p.locked else ""
         if p.status == "missing":
             typer.echo(f"  part {p.index}: missing{lock or f' (run imo extract with --shard {p.index}/{m.n_parts})'}")
+        elif p.status == "damaged":
+            for key, why in p.damage.items():
+                typer.echo(f"  part {p.index}: DAMAGED: {key}: {why}")
+            typer.echo(f"    rebuild it with `{st.rebuild_command(p.index)}`")
         elif p.status != "complete":
             typer.echo(f"  part {p.index}: {p.status}, {p.n_committed}/{p.n_expected} utterances committed{lock}")
+    old = [p.index for p in st.parts_status if p.status == "complete" and p.format < 2]
+    if old:
+        typer.echo(f"  note: part(s) {', '.join(map(str, old))} were written without checksums (store format 1): "
+                   f"verified structurally only")
     for uid, note in list(info["notes"].items())[:5]:
         typer.echo(f"  note {uid}: {note}")
     if len(info["notes"]) > 5:
         typer.echo(f"  ... {len(info['notes']) - 5} more notes (--json lists them all)")
     typer.echo("config       " + json.dumps(m.encoder, sort_keys=True))
+    if report is not None:
+        for line in report.lines():
+            typer.echo("verify       " + line)
+    if damaged:
+        typer.echo(f"{len(damaged)} damaged part(s): readers refuse them; rebuild each with the command shown", err=True)
+        raise typer.Exit(1)

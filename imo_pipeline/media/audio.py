@@ -9,10 +9,13 @@ import soundfile as sf
 import soxr
 
 from ..errors import MediaError
+from . import regular_file
 
 
 def audio_duration(path: str | Path, start: float = 0.0, end: float | None = None) -> float:
-    """Seconds of the segment, read from the header only (no decoding)."""
+    """Seconds of the segment, read from the header only (no decoding). MediaError for a missing,
+    non-regular (FIFO, device, folder) or unreadable file."""
+    regular_file(path, "audio file")
     try:
         info = sf.info(str(path))
         total = info.frames / info.samplerate
@@ -35,9 +38,10 @@ def _why(path: str | Path, e: Exception) -> str:
 def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: float | None = None) -> np.ndarray:
     """Decode ``[start, end)`` of ``path`` as mono float32 at ``sample_rate``.
 
-    Raises MediaError for a missing/unreadable file, a segment outside the
-    file, an empty result or NaN/Inf samples.
+    Raises MediaError for a missing/unreadable or non-regular file, a segment
+    outside the file, an empty result or NaN/Inf samples.
     """
+    regular_file(path, "audio file")
     try:
         with sf.SoundFile(str(path)) as f:
             sr = f.samplerate

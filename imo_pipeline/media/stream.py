@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from ..errors import MediaError
+from . import regular_file
 
 #: Suffixes ``imo prepare media`` collects from a folder (anything PyAV or soundfile decodes is
 #: accepted when a file is named directly).
@@ -74,9 +75,7 @@ def _video_streams(container) -> list:
 def probe(path: str | Path) -> MediaInfo:
     """Duration, rate, channels and whether ``path`` holds video, from the header (no decoding).
     Raises MediaError for a missing file, an unreadable one, or one without audio."""
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"media file {path} does not exist; check the path")
+    path = regular_file(path, "media file")      # never opens a FIFO or device (it could block forever)
     if path.suffix.lower() in _SOUNDFILE_FIRST:
         try:
             info = sf.info(str(path))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MediaError
+from . import regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -42,8 +43,9 @@ def _why(path: Path, e: Exception) -> str:
 
 
 def video_duration(path: str | Path) -> float:
-    """Seconds of video in ``path`` from the container header (no decoding). Raises MediaError."""
-    av, path = _av(), Path(path)
+    """Seconds of video in ``path`` from the container header (no decoding). Raises MediaError (also for a
+    FIFO, device or folder given as the file)."""
+    av, path = _av(), regular_file(path, "video file")
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
@@ -92,9 +94,9 @@ def load_video(path: str | Path, start: float = 0.0, end: float | None = None, f
                max_frames: int = 300) -> list[np.ndarray]:
     """Decode the frames of ``[start, end)`` sampled at ``fps`` (see module doc); RGB ``(H, W, 3)`` uint8 each.
 
-    Raises MediaError for a missing/unreadable file, a segment outside it, or no decodable frame.
+    Raises MediaError for a missing/unreadable or non-regular file, a segment outside it, or no decodable frame.
     """
-    av, path = _av(), Path(path)
+    av, path = _av(), regular_file(path, "video file")
     lo, hi = segment_bounds(video_duration(path), start, end, path)
     times = sample_times(lo, hi, fps, max_frames)
     frames: list[np.ndarray] = []
@@ -126,13 +128,19 @@ def load_video(path: str | Path, start: float = 0.0, end: float | None = None, f
 
 
 def frame_files(folder: str | Path) -> list[Path]:
-    """Image files of a frames folder in name order. Raises MediaError if missing or empty."""
+    """Image files of a frames folder in name order. Raises MediaError if the folder is missing or empty,
+    or if an image entry is not a regular file (a FIFO, device or folder named like an image)."""
     folder = Path(folder)
     if not folder.is_dir():
+        if folder.exists():
+            raise MediaError(f"frames folder {folder} is not a folder; 'frames' names a folder of images "
+                             f"(use 'video' for a video file)")
         raise MediaError(f"frames folder {folder} does not exist; check the manifest's 'frames' and --data-root")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise MediaError(f"frames folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    for p in files:
+        regular_file(p, "frame image")
     return files
 
 
@@ -149,8 +157,9 @@ def pick_frames(n: int, folder_fps: float | None, fps: float, max_frames: int) -
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB ``(H, W, 3)`` uint8. Raises MediaError if unreadable."""
+    """An image file as RGB ``(H, W, 3)`` uint8. Raises MediaError if unreadable or not a regular file."""
     cv2 = _cv2()
+    regular_file(path, "frame image")
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError(f"frame image {path} could not be read; replace it or remove it from the folder")

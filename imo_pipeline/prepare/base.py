@@ -9,13 +9,14 @@ with its reason; ``--strict`` turns any of them into an error.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, ManifestError
-from ..manifest import Utterance, write_manifest
+from ..manifest import Utterance
 from ..registry import Registry
 
 PREPARERS: Registry[type["Preparer"]] = Registry("dataset preparer")
@@ -187,6 +188,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, label
 
     load_all()
     cls = PREPARERS.get(dataset)
+    if out is not None:
+        check_writable(Path(out))
     preparer = cls(Path(root), labels, **options)
     report = PrepareReport(dataset=f"{dataset} ({preparer.labels})")
     utts = preparer.collect(report)
@@ -206,10 +209,47 @@ def prepare(dataset: str, root: str | Path, out: str | Path | None = None, label
         raise ManifestError(f"{dataset}: no utterances found under {root}; is this the release's top folder?"
                             + (f" ({'; '.join(found)})" if found else ""))
     if out is not None:
-        out = Path(out)
-        write_manifest(utts, out)
-        report_path(out).write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        _write_outputs(Path(out), utts, report)
     return utts, report
+
+
+def check_writable(out: Path) -> None:
+    """ConfigError (one line) unless the manifest ``out`` and its report can be written: neither is a folder,
+    and the nearest existing folder above them is a writable folder. Checked before the release is read."""
+    for p in (out, report_path(out)):
+        if p.is_dir():
+            raise ConfigError(f"--out {p} is a folder; give the manifest file to write, e.g. {p / 'manifest.jsonl'}")
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose a path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: the folder {parent} is not writable; choose a writable path")
+
+
+def _write_outputs(out: Path, utts: list[Utterance], report: PrepareReport) -> None:
+    """The manifest and its report, both written aside and renamed into place only once both are written."""
+    import tempfile
+
+    from ..manifest import manifest_text
+
+    pairs = [(out, manifest_text(utts)), (report_path(out), json.dumps(report.to_json(), indent=1, ensure_ascii=False))]
+    temps: list[Path] = []
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in pairs:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append(Path(tmp))
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+        for (path, _), tmp in zip(pairs[::-1], temps[::-1]):  # the report first: a manifest never lacks one
+            os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: could not be written ({e.strerror or e}); choose a writable path") from None
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def report_path(manifest: Path) -> Path:

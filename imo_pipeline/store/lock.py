@@ -53,8 +53,12 @@ class PartLock:
                     f"store part is locked by {who}: {self.path}. Another job is writing this part; "
                     f"if no such job is running (it died on another node), delete {self.path} and re-run."
                 ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(record, f)
+            except OSError:  # e.g. a full disk: leave no empty lock behind for the next run to wait on
+                self.path.unlink(missing_ok=True)
+                raise
             self.held = True
             return self
         raise LockError(f"could not take the lock {self.path}; delete it if no job is writing this part")
