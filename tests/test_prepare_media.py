@@ -1,10 +1,9 @@
 """`imo prepare media`: segmentation rules, streamed decoding, and real recorded speech through the
 real Silero VAD and Whisper base models (offline), then `imo extract` of a talking-face video.
 
-Real speech: Debian's ``pocketsphinx-testdata`` ships recordings with their transcripts —
-five LibriVox sentences read by one reader (Sense and Sensibility, 3-7 s each) and five short
-"cards" phrases by another ("ten of clubs", 1-3.5 s). CI installs it (``apt-get install
-pocketsphinx-testdata``); elsewhere the tests that need it are skipped with that hint.
+Real speech: Debian's ``pocketsphinx-testdata`` (see tests/speech_utils.py): five LibriVox
+sentences and five short "cards" phrases with their transcripts. CI installs it
+(``apt-get install -y pocketsphinx-testdata``); elsewhere the tests that need it are skipped.
 
 Measured on this machine (2 cores): on a 52-s recording of the ten clips separated by random
 1.2-2.0 s pauses, Silero VAD found exactly one segment per clip (10/10, boundaries within
@@ -36,56 +35,13 @@ from imo_pipeline.media.asr import normalize_words, word_error_rate
 from imo_pipeline.media.segment import (HOP, FrameScores, SegmentConfig, fixed_windows, iter_segment_audio,
                                         plan_segments)
 from imo_pipeline.media.stream import AudioReader, probe, read_range
+from speech_utils import build_recording, speech_clips
 
-TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 MAX_WER = 0.12
 runner = CliRunner()
 
 
-# --- real speech from pocketsphinx-testdata -----------------------------------------------------
-
-def _transcripts(folder: Path, name: str) -> list[tuple[Path, str]]:
-    out = []
-    for line in (folder / name).read_text().splitlines():
-        m = re.match(r"\s*<s>(.*)</s>\s*\((.+)\)\s*$", line)
-        if m:
-            out.append((folder / f"{m.group(2)}.wav", " ".join(m.group(1).split())))
-    return sorted(out)
-
-
-def speech_clips() -> list[tuple[Path, str]]:
-    """Ten real recordings with known text, LibriVox sentences and card phrases interleaved."""
-    if not (TESTDATA / "librivox" / "transcription").is_file():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install the Debian package pocketsphinx-testdata (real recorded speech): "
-                        "apt-get install -y pocketsphinx-testdata")
-        pytest.skip("needs real recorded speech: apt-get install pocketsphinx-testdata")
-    libri = _transcripts(TESTDATA / "librivox", "transcription")
-    cards = _transcripts(TESTDATA / "cards", "cards.transcription")
-    return [c for pair in zip(libri, cards) for c in pair]
-
-
-def build_recording(path: Path, clips, seed: int = 0, rate: int = 16000, channels: int = 1,
-                    gaps=(1.2, 2.0), lead: float = 1.0) -> list[tuple[float, float, str]]:
-    """Clips joined with random pauses (plus faint noise) into one file; returns each clip's (start, end, text)."""
-    rng = np.random.default_rng(seed)
-    parts, truth, t = [np.zeros(int(lead * 16000), np.float32)], [], lead
-    for wav, text in clips:
-        x, sr = sf.read(wav, dtype="float32")
-        assert sr == 16000
-        parts.append(x)
-        truth.append((t, t + len(x) / 16000, text))
-        gap = int(rng.uniform(*gaps) * 16000)
-        parts.append(np.zeros(gap, np.float32))
-        t += (len(x) + gap) / 16000
-    y = np.concatenate(parts)
-    y += 0.002 * rng.standard_normal(len(y)).astype(np.float32)
-    if rate != 16000:
-        import soxr
-        y = soxr.resample(y, 16000, rate).astype(np.float32)
-    sf.write(path, np.repeat(y[:, None], channels, axis=1) if channels > 1 else y, rate)
-    return truth
-
+# --- real speech (tests/speech_utils.py: Debian pocketsphinx-testdata) ---------------------------
 
 def match_clips(segments: list[tuple[float, float]], truth) -> tuple[int, list[int]]:
     """How many clips hold exactly one segment's midpoint, and the segment index per clip (-1: none)."""

@@ -56,6 +56,7 @@ def _fold_file(name: str, dataset: str) -> tuple[str, int, bool] | None:
 @register_preparer("emobox")
 class EmoBox(Preparer):
     label_sets = ("mapped", "raw")
+    takes_files = True          # ROOT may be a metadata .jsonl as well as a folder
     description = "EmoBox metadata (any of its 32 datasets) with its official folds"
 
     def __init__(self, root: Path, labels: str | None = None, name: str | None = None,
@@ -86,9 +87,13 @@ class EmoBox(Preparer):
                 dataset = dataset or root.name
                 self.folder = root
             elif dataset is None:
-                names = sorted(p.name for p in root.iterdir() if (p / f"{p.name}.jsonl").is_file())
+                names = sorted(p.name for p in root.iterdir() if (p / f"{p.name}.jsonl").is_file()
+                               or any(p.glob("fold_*")))
+                if not names:
+                    raise ConfigError(f"{root} holds no EmoBox dataset (no <NAME>/<NAME>.jsonl, no fold_<k>/ lists); "
+                                      f"give EmoBox's data folder, data/<NAME>/ or a metadata .jsonl")
                 raise ConfigError(f"{root} holds several EmoBox datasets; pick one with --dataset NAME "
-                                  f"({', '.join(names[:12]) or 'none found'})")
+                                  f"({', '.join(names[:12])})")
             else:
                 raise ConfigError(f"--dataset {dataset!r}: {root / dataset} does not exist; give EmoBox's data folder "
                                   f"(the one holding {dataset}/)")

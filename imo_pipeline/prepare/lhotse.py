@@ -58,6 +58,7 @@ def _sup_value(sup, key: str):
 @register_preparer("lhotse")
 class LhotseCuts(Preparer):
     label_sets = ("none",)
+    takes_files = True          # ROOT is the cuts manifest file
     description = "a lhotse CutSet (.jsonl / .jsonl.gz): recordings, cut times, supervisions"
 
     def __init__(self, root: Path, labels: str | None = None, label_field: str | None = None,

@@ -65,6 +65,7 @@ class _Share:
 @register_preparer("media")
 class MediaPreparer(Preparer):
     label_sets = ("none",)
+    takes_files = True          # ROOT may be recordings as well as folders of them
     description = "raw audio/video recordings: Silero VAD segments + Whisper transcripts, no labels"
 
     def __init__(self, root: Path, labels: str | None = None, paths: list[Path] | None = None,
