@@ -27,7 +27,7 @@ def main(version: Optional[bool] = typer.Option(None, "--version", callback=_ver
 
 
 def _register() -> None:
-    from .commands import export, extract, import_csd, inspect, prepare, verify
+    from .commands import export, export_manifest, extract, import_csd, inspect, prepare, verify
 
     app.command()(extract.extract)
     app.command()(inspect.inspect)
@@ -35,6 +35,7 @@ def _register() -> None:
     app.command()(prepare.prepare)
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)
+    app.command(name="export-manifest")(export_manifest.export_manifest)
     from .commands import demo, evaluate, predict, train
 
     app.command()(train.train)

@@ -35,6 +35,7 @@ from imo_pipeline.manifest import Manifest, load_manifest
 from media_utils import CORPUS, moving_face_frames, save_tiny_text_model, save_tiny_vit, write_frames_folder
 from release_utils import (cremad_release, iemocap_release, meld_release, mosei_release, mosi_release,
                            ravdess_release)
+from speech_utils import emobox_release, lhotse_release, media_release
 
 
 @dataclass
@@ -47,8 +48,9 @@ class ExtractorFixture:
 
 @dataclass
 class PreparerFixture:
-    root: Path                        # the generated release
+    root: Path                        # the generated release (a file for preparers that take files)
     options: dict[str, Any] = field(default_factory=dict)   # prepare(...) options, e.g. labels="4class"
+    base: Path | None = None          # folder every media path must stay in (default: root)
 
 
 # --- extractors ---------------------------------------------------------------------------
@@ -168,4 +170,9 @@ PREPARER_FIXTURES: dict[str, Callable[[Path], PreparerFixture]] = {
     "mosei": lambda folder: PreparerFixture(mosei_release(folder / "CMU_MOSEI")),
     "ravdess": lambda folder: PreparerFixture(ravdess_release(folder / "RAVDESS")),
     "cremad": lambda folder: PreparerFixture(cremad_release(folder / "CREMA-D")),
+    "media": lambda folder: PreparerFixture(media_release(folder / "recordings"), {
+        "asr": None, "progress": False, "data_root": folder / "recordings"}),
+    "emobox": lambda folder: PreparerFixture(emobox_release(folder / "EmoBox"), {"name": "cafe"}),
+    "lhotse": lambda folder: PreparerFixture(lhotse_release(folder / "lhotse"), {
+        "label_field": "emotion", "data_root": folder / "lhotse"}, base=folder / "lhotse"),
 }

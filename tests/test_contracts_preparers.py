@@ -45,7 +45,7 @@ def test_writes_a_valid_manifest_with_unique_utf8_ids_and_a_report(tmp_path, nam
     for u in manifest:
         for seg in (u.audio, u.video):
             if seg is not None:
-                assert manifest.resolve(seg.path).is_relative_to(fx.root.resolve()), seg.path
+                assert manifest.resolve(seg.path).is_relative_to((fx.base or fx.root).resolve()), seg.path
     saved = json.loads(report_path(out).read_text(encoding="utf-8"))
     assert saved["dataset"].startswith(name) and saved["utterances"] == len(utts)
     assert set(saved["problems"]) == {"skipped", "missing", "unknown_label", "mismatched_id"}
@@ -54,6 +54,14 @@ def test_writes_a_valid_manifest_with_unique_utf8_ids_and_a_report(tmp_path, nam
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_bad_root_is_refused(tmp_path, name):
+    if getattr(PREPARERS.get(name), "takes_files", False):     # media, emobox, lhotse: ROOT may be a file
+        (tmp_path / "empty").mkdir()
+        for root in (tmp_path / "nowhere", tmp_path / "empty"):
+            with pytest.raises(ImoError) as e:
+                prepare(name, root, tmp_path / "m.jsonl")
+            assert "\n" not in str(e.value) and str(root) in str(e.value)
+        assert not (tmp_path / "m.jsonl").exists() and not report_path(tmp_path / "m.jsonl").exists()
+        return
     with pytest.raises(ConfigError, match="is not a folder; pass the folder the release unpacks into"):
         prepare(name, tmp_path / "nowhere")
     (tmp_path / "file").write_text("x")

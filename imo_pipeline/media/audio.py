@@ -18,9 +18,13 @@ def audio_duration(path: str | Path, start: float = 0.0, end: float | None = Non
     regular_file(path, "audio file")
     try:
         info = sf.info(str(path))
+        total = info.frames / info.samplerate
     except Exception as e:  # soundfile raises RuntimeError / LibsndfileError
-        raise MediaError(_why(path, e)) from None
-    total = info.frames / info.samplerate
+        if not Path(path).is_file():
+            raise MediaError(_why(path, e)) from None
+        from .stream import probe   # not a soundfile format (e.g. a video's audio track): PyAV
+
+        total = probe(path).duration
     stop = total if end is None else min(end, total)
     return max(0.0, stop - start)
 
@@ -50,7 +54,13 @@ def load_audio(path: str | Path, sample_rate: int, start: float = 0.0, end: floa
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(_why(path, e)) from None
+        if not Path(path).is_file():
+            raise MediaError(_why(path, e)) from None
+        from .stream import probe, read_range   # not a soundfile format (e.g. a video's audio track): PyAV
+
+        info = probe(path)
+        return conform_audio(read_range(path, info.sample_rate, start, end), info.sample_rate, sample_rate,
+                             f"audio file {path}")
     if wav.shape[0] == 0:
         raise MediaError(f"audio file {path}: the segment [{start}, {end}) holds no samples; fix its start/end or the file")
     return conform_audio(wav, sr, sample_rate, f"audio file {path}")

@@ -2,7 +2,7 @@
 
 from .base import PREPARERS, KINDS, Issue, Preparer, PrepareReport, prepare, register_preparer
 
-_MODULES = ("iemocap", "meld", "mosi", "ravdess", "cremad")
+_MODULES = ("iemocap", "meld", "mosi", "ravdess", "cremad", "media", "emobox", "lhotse")
 
 
 def load_all() -> None:
