@@ -181,18 +181,20 @@ def test_batching_never_changes_a_result(tiny, family, mode):
 
 
 def test_store_records_the_mode_and_the_fingerprint_is_stable(tiny, audio_set, tmp_path):
+    from extractors.whisper import WhisperEncoderConfig
+
     manifest = load_manifest(audio_set[0])
-    a = build_extractor(tiny["whisper"], "audio", device="cpu")
-    b = build_extractor(tiny["whisper"], "audio", device="cpu")
-    t = build_extractor(tiny["whisper"], "audio", mode="trimmed", device="cpu")
-    assert a.config.mode == "reference"                                      # the default, from the measurement
-    assert a.fingerprint() == b.fingerprint() != t.fingerprint()
-    extract(manifest, t, tmp_path / "w.zarr", progress=False)
+    assert WhisperEncoderConfig().mode == "reference"                       # the default, from the measurement
+    a = build_extractor(tiny["whisper"], "audio", mode="trimmed", device="cpu")
+    b = build_extractor(tiny["whisper"], "audio", mode="trimmed", device="cpu")
+    r = build_extractor(tiny["whisper"], "audio", device="cpu")
+    assert a.fingerprint() == b.fingerprint() != r.fingerprint() and r.config.mode == "reference"
+    extract(manifest, a, tmp_path / "w.zarr", progress=False)
     store = open_store(tmp_path / "w.zarr")
     assert store.meta.encoder["mode"] == "trimmed" and store.meta.encoder["type"] == "whisper"
-    assert store.meta.encoder_fingerprint == t.fingerprint() and store.meta.frame_rate == 50.0
+    assert store.meta.encoder_fingerprint == a.fingerprint() and store.meta.frame_rate == 50.0
     for u in manifest.utterances[:4]:
-        np.testing.assert_allclose(store.get(u.id).astype(np.float32), t.embed([t.load(u, manifest)])[0],
+        np.testing.assert_allclose(store.get(u.id).astype(np.float32), b.embed([b.load(u, manifest)])[0],
                                    atol=2e-3, rtol=2e-3)
 
 
@@ -269,19 +271,23 @@ def _imo(*args, cwd):
     return subprocess.run([sys.executable, "-m", "imo_pipeline", *args], cwd=cwd, capture_output=True, text=True, env=env)
 
 
-def test_cli_extract_and_resume_with_a_whisper_folder(tiny, audio_set, tmp_path):
-    path, lines = audio_set
-    write_manifest_lines(path, lines + [{"id": "late", "label": "neu", "audio": "media/late.wav"}])
+def test_cli_extract_and_resume_with_a_whisper_folder(tiny, tmp_path):
+    (tmp_path / "media").mkdir()
+    lines = []
+    for i, (d, sr) in enumerate([(0.8, 16000), (1.7, 44100), (2.2, 8000)]):
+        sf.write(tmp_path / "media" / f"u{i}.wav", tone(d, sr, 150 + 30 * i, seed=i), sr)
+        lines.append({"id": f"u{i}", "label": "neu", "audio": f"media/u{i}.wav"})
+    write_manifest_lines(tmp_path / "m.jsonl", lines + [{"id": "late", "label": "neu", "audio": "media/late.wav"}])
     folder = tiny["whisper"].split(":", 1)[1]
-    args = ("extract", "-m", "audio", "--manifest", "manifest.jsonl", "--encoder", f"whisper:{folder}",
+    args = ("extract", "-m", "audio", "--manifest", "m.jsonl", "--encoder", f"whisper:{folder}",
             "--out", "cache/whisper.zarr", "--layers", "all", "--no-progress")
     r = _imo(*args, cwd=tmp_path)
-    assert r.returncode == 1 and f"done {len(lines)}, already present 0, failed 1" in r.stdout, r.stderr
+    assert r.returncode == 1 and "done 3, already present 0, failed 1" in r.stdout, r.stderr
     sf.write(tmp_path / "media" / "late.wav", tone(1.3, SR), SR)
-    r = _imo(*args, cwd=tmp_path)
-    assert r.returncode == 0 and f"done 1, already present {len(lines)}, failed 0" in r.stdout, r.stderr
+    r = _imo(*args, cwd=tmp_path)                                            # resumes: only the missing one runs
+    assert r.returncode == 0 and "done 1, already present 3, failed 0" in r.stdout, r.stderr
     store = open_store(tmp_path / "cache" / "whisper.zarr")
-    assert len(store) == len(lines) + 1 and store.get("late").shape == (65, 3, 32)
+    assert len(store) == 4 and store.get("late").shape == (65, 3, 32) and store.get("u1").shape == (85, 3, 32)
     assert store.meta.encoder == {**store.meta.encoder, "type": "whisper", "source": folder, "mode": "reference"}
 
 
