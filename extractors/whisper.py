@@ -40,7 +40,7 @@ from .hf import load_pretrained
 
 MODES = ("reference", "trimmed")
 DEFAULT_MODE = "reference"        # trimmed changes the embeddings measurably (see the module docstring)
-MAX_WINDOWS = 8                   # 30-s windows per encoder call in reference mode (bounds memory)
+MAX_WINDOWS = 8                   # windows per encoder call (bounds memory; never changes a result)
 
 
 def frames_for(n_samples: int, samples_per_frame: int) -> int:
@@ -76,13 +76,39 @@ def check_mode(mode: str, family: str) -> None:
                           f"or trimmed (encode only the frames the audio needs)")
 
 
+class WhisperWindows:
+    """``_forward`` shared by the Whisper families: 30-s windows, each mode's encoder, frames concatenated.
+
+    A family sets ``config.mode``, ``window`` (samples), ``samples_per_frame``
+    and implements ``_reference(windows)`` (any lengths together) and
+    ``_trimmed(windows)`` (all of one frame count), each returning
+    ``[K_i, n_hidden, D]`` per window.
+    """
+
+    window: int
+    samples_per_frame: int
+
+    def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
+        windows = [split_windows(w, self.window) for w in batch]
+        flat = [w for ws in windows for w in ws]
+        if self.config.mode == "reference":
+            encoded = self._reference(flat)
+        else:
+            encoded = run_grouped(flat, lambda w: frames_for(len(w), self.samples_per_frame), self._trimmed)
+        out, i = [], 0
+        for ws in windows:
+            out.append(torch.cat(encoded[i: i + len(ws)], dim=0))           # (T, n_hidden, D)
+            i += len(ws)
+        return out
+
+
 @dataclass
 class WhisperEncoderConfig(ExtractorConfig):
     mode: str = DEFAULT_MODE        # reference | trimmed
 
 
 @register_extractor("whisper")
-class WhisperExtractor(AudioInput, Extractor):
+class WhisperExtractor(WhisperWindows, AudioInput, Extractor):
     """Every hidden state of a Whisper encoder (index 0: conv front end + positions; last: after the final
     layer norm, the encoder output), 50 frames/s, 80 or 128 mel bins as the checkpoint says."""
 
@@ -139,10 +165,13 @@ class WhisperExtractor(AudioInput, Extractor):
         return out
 
     def _trimmed(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
-        frames = frames_for(len(windows[0]), self.samples_per_frame)
-        waves = [trimmed_waveform(w, frames, self.hop, self.window) for w in windows]
-        mel = self._mel(waves, "longest")[:, :, : 2 * frames]               # (B, n_mels, 2K)
-        return list(self.encode_frames(mel))
+        frames = frames_for(len(windows[0]), self.samples_per_frame)          # the same for every window here
+        out = []
+        for i in range(0, len(windows), MAX_WINDOWS):
+            waves = [trimmed_waveform(w, frames, self.hop, self.window) for w in windows[i: i + MAX_WINDOWS]]
+            mel = self._mel(waves, "longest")[:, :, : 2 * frames]              # (B, n_mels, 2K)
+            out += list(self.encode_frames(mel))
+        return out
 
     def encode_frames(self, mel: torch.Tensor) -> torch.Tensor:
         """The encoder on ``2K`` mel frames of any ``K <= 1500``: ``transformers``' forward without its
@@ -157,16 +186,3 @@ class WhisperExtractor(AudioInput, Extractor):
             states.append(h)
         states[-1] = enc.layer_norm(h)
         return torch.stack(states, dim=2)                                    # (B, K, n_hidden, D)
-
-    def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
-        windows = [split_windows(w, self.window) for w in batch]
-        flat = [w for ws in windows for w in ws]
-        if self.config.mode == "reference":
-            encoded = self._reference(flat)
-        else:
-            encoded = run_grouped(flat, lambda w: frames_for(len(w), self.samples_per_frame), self._trimmed)
-        out, i = [], 0
-        for ws in windows:
-            out.append(torch.cat(encoded[i: i + len(ws)], dim=0))           # (T, n_hidden, D)
-            i += len(ws)
-        return out

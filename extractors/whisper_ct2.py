@@ -35,7 +35,7 @@ from imo_pipeline.errors import ConfigError
 from . import register_extractor
 from .audio_common import AudioInput
 from .base import Extractor, ExtractorConfig
-from .whisper import DEFAULT_MODE, MAX_WINDOWS, check_mode, frames_for, run_grouped, split_windows, trimmed_waveform
+from .whisper import DEFAULT_MODE, MAX_WINDOWS, WhisperWindows, check_mode, frames_for, trimmed_waveform
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
@@ -219,7 +219,7 @@ class FasterWhisperConfig(ExtractorConfig):
 
 
 @register_extractor("faster-whisper")
-class FasterWhisperExtractor(AudioInput, Extractor):
+class FasterWhisperExtractor(WhisperWindows, AudioInput, Extractor):
     """The last encoder layer of a CTranslate2 Whisper (``[T, 1, D]``), 50 frames/s."""
 
     Config = FasterWhisperConfig
@@ -285,7 +285,7 @@ class FasterWhisperExtractor(AudioInput, Extractor):
 
         out = self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32)),
                                 to_cpu=self.device.type == "cuda")
-        return torch.from_numpy(np.array(out, dtype=np.float32))           # (B, T, D)
+        return torch.from_numpy(np.array(out, dtype=np.float32))[:, :, None]  # (B, T, 1, D)
 
     def _mel(self, wav: np.ndarray) -> np.ndarray:
         return self.fe(wav, padding=0)                                      # (n_mels, len // hop)
@@ -295,25 +295,15 @@ class FasterWhisperExtractor(AudioInput, Extractor):
         for i in range(0, len(windows), MAX_WINDOWS):
             chunk = windows[i: i + MAX_WINDOWS]
             mel = np.stack([self._mel(np.pad(w, (0, self.window - len(w)))) for w in chunk])  # (B, n_mels, 3000)
-            hidden = self._encode(mel)                                                         # (B, 1500, D)
+            hidden = self._encode(mel)                                                      # (B, 1500, 1, D)
             out += [hidden[j, : frames_for(len(w), self.samples_per_frame)] for j, w in enumerate(chunk)]
         return out
 
     def _trimmed(self, windows: list[np.ndarray]) -> list[torch.Tensor]:
-        frames = frames_for(len(windows[0]), self.samples_per_frame)
-        mel = np.stack([self._mel(trimmed_waveform(w, frames, self.hop, self.window))[:, : 2 * frames]
-                        for w in windows])                                  # (B, n_mels, 2K)
-        return list(self._encode(mel)[:, :frames])
-
-    def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
-        windows = [split_windows(w, self.window) for w in batch]
-        flat = [w for ws in windows for w in ws]
-        if self.config.mode == "reference":
-            encoded = self._reference(flat)
-        else:
-            encoded = run_grouped(flat, lambda w: frames_for(len(w), self.samples_per_frame), self._trimmed)
-        out, i = [], 0
-        for ws in windows:
-            out.append(torch.cat(encoded[i: i + len(ws)], dim=0)[:, None])  # (T, 1, D)
-            i += len(ws)
+        frames = frames_for(len(windows[0]), self.samples_per_frame)          # the same for every window here
+        out = []
+        for i in range(0, len(windows), MAX_WINDOWS):
+            mel = np.stack([self._mel(trimmed_waveform(w, frames, self.hop, self.window))[:, : 2 * frames]
+                            for w in windows[i: i + MAX_WINDOWS]])             # (B, n_mels, 2K)
+            out += list(self._encode(mel)[:, :frames])
         return out
