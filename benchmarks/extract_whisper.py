@@ -113,7 +113,8 @@ def throughput(args) -> None:
                   f"batching={ext.batching}", flush=True)
         if ext.device.type == "cpu":
             seconds["naive"] = run_naive(model_dir, manifest, tmp / "naive", args.layers)
-            print(f"  {'naive (EmoBox loop)':22s}: {total / seconds['naive']:7.1f} audio-s/s  ({seconds['naive']:.1f} s)")
+            naive = seconds["naive"]
+            print(f"  {'naive (EmoBox loop)':22s}: {total / naive:7.1f} audio-s/s  ({naive:.1f} s)")
         print(f"trimmed / reference = {seconds['reference'] / seconds['trimmed']:.2f}x")
         if "naive" in seconds:
             print(f"reference / naive   = {seconds['naive'] / seconds['reference']:.2f}x   (same computation)")

@@ -125,7 +125,8 @@ def ct2_whisper_to_transformers(ct2_dir: str | Path, out_dir: str | Path) -> Pat
             else:
                 sd[f"{dst}.{name}.bias"] = b
 
-    n_enc, n_dec = (len({k.split("/")[1] for k in v if re.match(rf"{side}/layer_\d+/", k)}) for side in ("encoder", "decoder"))
+    n_enc, n_dec = (len({k.split("/")[1] for k in v if re.match(rf"{side}/layer_\d+/", k)})
+                    for side in ("encoder", "decoder"))
     for side in ("encoder", "decoder"):
         sd[f"{side}.embed_positions.weight"] = v[f"{side}/position_encodings/encodings"]
         norm(f"{side}/layer_norm", f"{side}.layer_norm")
@@ -174,7 +175,8 @@ def ct2_whisper_to_transformers(ct2_dir: str | Path, out_dir: str | Path) -> Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         config.save_pretrained(tmp)
-        save_file({k: torch.tensor(np.asarray(a, dtype=np.float32)) for k, a in sd.items()},  # copies: no shared storage
+        # torch.tensor copies: tensors CTranslate2 stored once must not share storage here
+        save_file({k: torch.tensor(np.asarray(a, dtype=np.float32)) for k, a in sd.items()},
                   tmp / "model.safetensors", metadata={"format": "pt"})
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
         if out_dir.exists():
