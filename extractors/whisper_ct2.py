@@ -179,6 +179,7 @@ def ct2_whisper_to_transformers(ct2_dir: str | Path, out_dir: str | Path) -> Pat
         save_file({k: torch.tensor(np.asarray(a, dtype=np.float32)) for k, a in sd.items()},
                   tmp / "model.safetensors", metadata={"format": "pt"})
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
+        os.chmod(tmp, 0o755)                     # mkdtemp makes it private
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
