@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from .audio_common import AudioInput
 from .base import Extractor, ExtractorConfig
 from .hf import load_pretrained
 
+Mode = Literal["reference", "trimmed"]
 MODES = ("reference", "trimmed")
 DEFAULT_MODE = "reference"        # trimmed changes the embeddings measurably (see the module docstring)
 MAX_WINDOWS = 8                   # windows per encoder call (bounds memory; never changes a result)
@@ -104,7 +105,7 @@ class WhisperWindows:
 
 @dataclass
 class WhisperEncoderConfig(ExtractorConfig):
-    mode: str = DEFAULT_MODE        # reference | trimmed
+    mode: Mode = DEFAULT_MODE       # reference (30-s pad, EmoBox's way) | trimmed (only the frames needed)
 
 
 @register_extractor("whisper")
@@ -126,7 +127,11 @@ class WhisperExtractor(WhisperWindows, AudioInput, Extractor):
         if model_type != "whisper":
             raise ConfigError(f"encoder whisper:{src} is a {model_type} checkpoint, not Whisper; "
                               f"use --encoder {src} (hf-audio) for speech SSL models")
-        model = load_pretrained(WhisperModel, src, dtype=torch.float32)
+        model, info = load_pretrained(WhisperModel, src, dtype=torch.float32, output_loading_info=True)
+        missing = [k for k in info.get("missing_keys") or () if k.startswith("encoder.")]
+        if missing:
+            raise ConfigError(f"encoder whisper:{src}: its checkpoint lacks {len(missing)} encoder weight(s) "
+                              f"({', '.join(missing[:4])}); they would be random: pass a complete checkpoint")
         self.model = model.get_encoder().eval().to(self.device)
         del model                                        # the decoder is not needed
         local = Path(src).expanduser()

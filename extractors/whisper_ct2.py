@@ -26,6 +26,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from imo_pipeline.errors import ConfigError
 from . import register_extractor
 from .audio_common import AudioInput
 from .base import Extractor, ExtractorConfig
-from .whisper import DEFAULT_MODE, MAX_WINDOWS, WhisperWindows, check_mode, frames_for, trimmed_waveform
+from .whisper import DEFAULT_MODE, MAX_WINDOWS, Mode, WhisperWindows, check_mode, frames_for, trimmed_waveform
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 
@@ -215,10 +216,14 @@ def resolve_ct2_folder(source: str) -> Path:
                       f"(download one once, e.g. Systran/faster-whisper-large-v3, and pass its path)")
 
 
+ComputeType = Literal["auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16",
+                      "bfloat16", "float32"]
+
+
 @dataclass
 class FasterWhisperConfig(ExtractorConfig):
-    mode: str = DEFAULT_MODE        # reference | trimmed
-    compute_type: str = "auto"      # auto (float32 on CPU, float16 on CUDA), int8, int8_float32, float16, float32, ...
+    mode: Mode = DEFAULT_MODE       # reference (30-s pad, EmoBox's way) | trimmed (only the frames needed)
+    compute_type: ComputeType = "auto"   # auto: float32 on CPU, float16 on CUDA (CTranslate2's compute types)
 
 
 @register_extractor("faster-whisper")

@@ -222,7 +222,7 @@ def test_faster_whisper_compute_types_and_fingerprint(tiny):
     assert f32.fingerprint() == build_extractor(fw, "audio", device="cpu").fingerprint() != i8.fingerprint()
     wav = speechlike(2.0)
     assert cosine(f32.embed([wav])[0][:, 0], i8.embed([wav])[0][:, 0]).mean() > 0.95
-    with pytest.raises(ConfigError, match=r"compute_type='int3'.*use auto or one of"):
+    with pytest.raises(ConfigError, match=r"compute_type.*'int3'.*auto.*int8"):
         build_extractor(fw, "audio", compute_type="int3", device="cpu")
 
 
@@ -244,7 +244,7 @@ def test_ct2_model_converts_back_to_the_same_transformers_weights(tiny, tmp_path
 
 
 def test_errors_name_the_option_and_the_fix(tiny, tmp_path):
-    with pytest.raises(ConfigError, match=r"mode='fast': use reference .* or trimmed"):
+    with pytest.raises(ConfigError, match=r"mode.*'fast'.*reference.*trimmed"):
         build_extractor(tiny["whisper"], "audio", mode="fast")
     w2v = save_tiny_speech_model(tmp_path / "w2v")
     with pytest.raises(ConfigError, match=r"is a wav2vec2 checkpoint, not Whisper; use --encoder .*w2v \(hf-audio\)"):
