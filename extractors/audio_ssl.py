@@ -38,7 +38,8 @@ def other_family(src: str) -> None:
         guess = None if model_type else next((f for f in ("whisper", "emotion2vec") if f in src.lower()), None)
         family = "whisper" if model_type == "whisper" else guess
     if family in EXTRACTORS or f"{family}-audio" in EXTRACTORS:     # fairseq:PATH is fairseq-audio for audio
-        what = {"fairseq": "a single checkpoint file, not a transformers folder", "faster-whisper": "a CTranslate2 (faster-whisper) model",
+        what = {"fairseq": "a single checkpoint file, not a transformers folder",
+                "faster-whisper": "a CTranslate2 (faster-whisper) model",
                 "emotion2vec": "an emotion2vec (FunASR) checkpoint", "whisper": "a Whisper checkpoint"}[family]
         raise ConfigError(f"encoder {src!r} is {what}, which hf-audio does not read; use --encoder {family}:{src}")
 
