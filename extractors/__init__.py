@@ -18,7 +18,7 @@ register_extractor = EXTRACTORS.register
 DEFAULT_FAMILY = {"audio": "hf-audio", "text": "hf-text", "video": "hf-vision"}
 
 from .base import Extractor, ExtractorConfig  # noqa: E402
-from . import audio_ssl, emotion2vec, fabnet, fairseq, fbank, pixels, text_hf, vision_hf  # noqa: E402,F401  (registration)
+from . import audio_ssl, emotion2vec, fabnet, fairseq, fbank, pixels, text_hf, vision_hf, whisper, whisper_ct2  # noqa: E402,F401  (registration)
 
 
 def parse_encoder(text: str, modality: str) -> tuple[str, str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,34 @@ from . import register_extractor
 from .audio_common import AudioInput
 from .base import Extractor, ExtractorConfig
 from .hf import load_pretrained
+
+
+def other_family(src: str) -> None:
+    """Refuse, in one line naming the right ``--encoder``, a source that another family reads."""
+    from transformers import AutoConfig
+
+    from . import EXTRACTORS
+
+    local = Path(src).expanduser()
+    family = None
+    if local.is_file():
+        family = "fairseq"                       # one checkpoint file (fairseq's model.pt, wav2vec_large.pt)
+    elif (local / "model.bin").is_file():
+        family = "faster-whisper"                # CTranslate2 layout
+    elif (local / "config.yaml").is_file() and (local / "model.pt").is_file():
+        family = "emotion2vec"                   # FunASR layout
+    elif (local / "config.json").is_file() or not local.exists():
+        try:
+            model_type = getattr(AutoConfig.from_pretrained(str(local) if local.exists() else src), "model_type", None)
+        except (OSError, ValueError, KeyError):
+            model_type = None
+        guess = None if model_type else next((f for f in ("whisper", "emotion2vec") if f in src.lower()), None)
+        family = "whisper" if model_type == "whisper" else guess
+    if family in EXTRACTORS or f"{family}-audio" in EXTRACTORS:     # fairseq:PATH is fairseq-audio for audio
+        what = {"fairseq": "a single checkpoint file, not a transformers folder",
+                "faster-whisper": "a CTranslate2 (faster-whisper) model",
+                "emotion2vec": "an emotion2vec (FunASR) checkpoint", "whisper": "a Whisper checkpoint"}[family]
+        raise ConfigError(f"encoder {src!r} is {what}, which hf-audio does not read; use --encoder {family}:{src}")
 
 
 @dataclass
@@ -38,6 +67,7 @@ class HFAudioExtractor(AudioInput, Extractor):
         src = self.config.source
         if not src:
             raise ConfigError("hf-audio needs a source: a hub id such as facebook/wav2vec2-base or a local folder")
+        other_family(src)
         fe = load_pretrained(AutoFeatureExtractor, src)
         self.model = load_pretrained(AutoModel, src).eval().to(self.device)
         self.sample_rate = int(getattr(fe, "sampling_rate", 16000))
