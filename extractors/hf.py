@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from imo_pipeline.errors import ConfigError
 
 
@@ -24,8 +26,11 @@ def load_pretrained(cls, source: str, **kwargs):
     local = Path(source).expanduser()
     is_model = getattr(cls, "__name__", "").startswith("AutoModel")
     try:
+        # Models load in float32 whatever dtype the checkpoint was saved in (transformers 5 keeps the stored
+        # dtype by default: an fp16 checkpoint would run in fp16 on CPU); GPUs use autocast on top.
+        extra = {"output_loading_info": True, "dtype": torch.float32} if is_model else {}
         obj = cls.from_pretrained(str(local) if local.exists() else source, trust_remote_code=False,
-                                  **({"output_loading_info": True} if is_model else {}), **kwargs)
+                                  **extra, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         hint = ("the folder exists but is not a transformers checkpoint (config.json + weights)" if local.exists()
                 else "no such local folder, and the hub id could not be loaded (offline? typo?); "

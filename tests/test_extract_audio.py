@@ -156,3 +156,18 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert r.returncode == 2 and "unknown modality 'smell'" in r.stderr
     r = _imo("--version", cwd=tmp_path)
     assert r.stdout.startswith("imo ")
+
+
+def test_half_precision_checkpoint_runs_in_float32(tmp_path):
+    """A checkpoint saved in fp16 is encoded in float32 on the CPU (transformers 5 keeps the stored dtype)."""
+    import torch
+    from transformers import AutoModel
+
+    from audio_utils import save_tiny_speech_model
+
+    folder = save_tiny_speech_model(tmp_path / "w2v2", "wav2vec2", "layer")
+    AutoModel.from_pretrained(folder).half().save_pretrained(folder)
+    ext = build_extractor(str(folder), "audio")
+    assert next(ext.model.parameters()).dtype == torch.float32
+    emb = ext.embed([tone(0.5, 16000)[:, 0]])[0]
+    assert emb.dtype == np.float32 and np.isfinite(emb).all()
