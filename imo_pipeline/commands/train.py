@@ -81,7 +81,7 @@ def train(
     except ValueError:
         b = ()
     if len(b) != 2:
-        raise ConfigError(f"--betas {betas!r}: expected two numbers, e.g. 0.9,0.98")
+        raise ConfigError(f"--betas {betas!r}: use two numbers in [0, 1), e.g. 0.9,0.98")
     man = manifest or project.require_manifest()
     root = data_root or project.data_root
     cfg = TrainConfig(
