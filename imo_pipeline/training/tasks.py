@@ -222,7 +222,7 @@ class Regression(Task):
             except (TypeError, ValueError):
                 raise ManifestError(f"utterance {u.id!r} has label {u.label!r}; --task regression needs numbers "
                                     f"(use --task classification for class names)") from None
-            if isinstance(u.label, bool) or not math.isfinite(v) or not math.isfinite(np.float32(v)):
+            if isinstance(u.label, bool) or not math.isfinite(v) or abs(v) > float(np.finfo(np.float32).max):
                 raise ManifestError(f"utterance {u.id!r} has label {u.label!r}; --task regression needs a finite "
                                     f"number (float32 range)")
             out[i] = v

@@ -383,10 +383,12 @@ class Trainer:
 
     # --- loop -------------------------------------------------------------------
     def _diverged(self, epoch: int, what: str) -> ConfigError:
+        kept = (f"its last good checkpoint (epoch {self.state.epoch}) is kept" if self.state.epoch
+                else "no epoch was committed")
         return ConfigError(
-            f"run {self.out} stopped at epoch {epoch}: {what} became non-finite (NaN or infinity); its last good "
-            f"checkpoint (epoch {self.state.epoch}) is kept. Lower --lr (now {self.cfg.lr:g}) or set --clip, and "
-            f"train into a new --out; check the stores with `imo verify` if it persists")
+            f"run {self.out} stopped at epoch {epoch}: {what} became non-finite (NaN or infinity); {kept}. Lower "
+            f"--lr (now {self.cfg.lr:g}) or set --clip, and train into a new --out; check the stores with "
+            f"`imo verify` if it persists")
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training split; returns the mean loss (ConfigError at a non-finite loss)."""
@@ -419,7 +421,12 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
                     for g in self.opt.param_groups:
                         g["lr"] = lr_at(self.state.step, self.total_steps, cfg)
-                    self.opt.step()
+                    try:
+                        self.opt.step()
+                    except RuntimeError as e:          # AdamW's step size overflows float32 at absurd rates
+                        if "overflow" not in str(e):
+                            raise
+                        raise self._diverged(epoch, f"the optimizer step (batch {k} of {n_batches})") from None
                     self.opt.zero_grad(set_to_none=True)
                     self.state.step += 1
                 bar.update(1)
