@@ -251,6 +251,8 @@ class RunDir:
         if self.is_cv():
             raise ConfigError(f"--out {self.path} holds a cross-validation (cv.json or fold-* folders); pass a "
                               f"new --out, or --folds to resume it")
+        if not self.has("last") and not (self.path / self.JOURNAL).is_file():
+            self._refuse_foreign()
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / self.LOCK, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -319,14 +321,17 @@ class RunDir:
                 return
             time.sleep(0.05)
 
-    def reset(self) -> None:
-        """Prepare for a fresh start: remove the files of an earlier, unfinished start; refuse a folder that
-        holds anything imo did not write."""
+    def _refuse_foreign(self) -> None:
         other = [p.name for p in self._entries() if not (self._is_owned(p.name) or p.name.endswith((_STAGED, _TMP)))]
         if other:
             raise ConfigError(f"--out {self.path} is not a run folder (it holds {other[0]!r}"
                               f"{f' and {len(other) - 1} more' if len(other) > 1 else ''}); pass a new or empty "
                               f"folder")
+
+    def reset(self) -> None:
+        """Prepare for a fresh start: remove the files of an earlier, unfinished start; refuse a folder that
+        holds anything imo did not write."""
+        self._refuse_foreign()
         for p in self._entries():
             if p.name not in (self.LOCK,) and p.is_file():
                 p.unlink()
