@@ -294,15 +294,18 @@ class RunDir:
 
     def _roll_forward(self) -> None:
         journal = self.path / self.JOURNAL
+        damaged = ConfigError(f"{journal} is damaged (it is written atomically, so it was edited); delete the run "
+                              f"folder or pass a new --out")
         try:
             names = json.loads(journal.read_text())["files"]
         except FileNotFoundError:
             return
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-            raise ConfigError(f"{journal} is damaged (it is written atomically, so it was edited); delete the run "
-                              f"folder or pass a new --out") from None
+            raise damaged from None
+        if not isinstance(names, list) or not all(isinstance(n, str) and self._is_owned(n) for n in names):
+            raise damaged
         for name in names:
-            src = self.path / (self._owned(name) + _STAGED)
+            src = self.path / (name + _STAGED)
             try:
                 _replace(src, self.path / name)
             except FileNotFoundError:
@@ -312,13 +315,23 @@ class RunDir:
         _sync_dir(self.path)
 
     def settle(self) -> None:
-        """For readers: wait out a commit in progress, or finish one a killed trainer left."""
+        """For readers: wait out a commit in progress, or finish one a killed trainer left (holding the lock
+        meanwhile, so that no trainer starts in between)."""
         for _ in range(100):
             if not (self.path / self.JOURNAL).is_file():
                 return
-            if not self._trained_elsewhere():
+            if self._lock_fd is not None:
                 self.recover(rollback=False)
                 return
+            fd = os.open(self.path / self.LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.recover(rollback=False)
+                return
+            except BlockingIOError:
+                pass                                  # a trainer is committing: wait for it
+            finally:
+                os.close(fd)
             time.sleep(0.05)
 
     def _refuse_foreign(self) -> None:
@@ -562,7 +575,8 @@ def load_run(path: str | Path, checkpoint: str = "best") -> Run:
     rd = RunDir(path)
     if checkpoint not in _CHECKPOINTS:
         raise ConfigError(f"--checkpoint {checkpoint!r}: use best or last")
-    rd.refuse_file("run folder")
+    if rd.path.is_file():
+        raise ConfigError(f"{rd.path} is a file, not a run folder; pass the --out folder of `imo train`")
     cfg = rd.read_config()
     try:
         h = cfg["head"]

@@ -1,9 +1,14 @@
-"""Training a fusion head on cached embeddings: splits, the loop, checkpoints, exact resume, cross-validation.
+"""Training a fusion head on cached embeddings: options, splits, the loop, exact resume, cross-validation.
 
-Re-running the same training into the same ``out`` folder resumes after the
-last finished epoch and ends with the same weights and metrics as a run that
-was never interrupted (same seed): weights, optimizer moments, the step count
-and the RNG state are restored, and batch order is a function of (seed, epoch).
+Every option is checked up front (``TrainConfig.check``). Each epoch ends in one
+atomic commit of the run folder (``RunDir``: metrics, best and last checkpoints
+together), so re-running the same training into the same ``out`` folder
+resumes after the last committed epoch, even after a kill in the middle of a
+commit, and ends with the same weights and metrics as a run that was never
+interrupted (same seed): weights, optimizer moments, the step count and the RNG
+state are restored, and batch order is a function of (seed, epoch). A resume
+refuses stores that changed since the run began, and a non-finite loss,
+weight or validation metric stops the run with its last good commit kept.
 """
 
 from __future__ import annotations
@@ -515,6 +520,10 @@ class Trainer:
                               f"utterance(s) (e.g. {uid!r}); their features are out of range: check the stores "
                               f"with `imo verify`")
         out, m, loss = score(self.task, logits, self.targets[self.split[split]])
+        odd = [k for k, v in {"loss": loss, **m}.items() if isinstance(v, float) and not math.isfinite(v)]
+        if odd:
+            raise ConfigError(f"run {self.out}: the {split} {odd[0]} of the best checkpoint is not finite; check the "
+                              f"stores with `imo verify`")
         history = self.dir.read_metrics()
         self.dir.plot(RunDir.CURVES, lambda p: plot_curves(history, self.metric, p))
         if m:
