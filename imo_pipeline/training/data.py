@@ -49,7 +49,8 @@ class Preprocess:
             counts = np.full(n, k, np.float32)
             counts[-1] = k - pad
             x = x.reshape(n, k, *x.shape[1:]).sum(1) / counts[:, None, None]  # (T', L', D)
-        return x.astype(np.float16)
+        with np.errstate(over="ignore"):     # out-of-range values become inf, refused by their consumer
+            return x.astype(np.float16)
 
     def out_length(self, T: int) -> int:
         return -(-T // self.downsample) if T > 1 else T
