@@ -620,3 +620,21 @@ def test_evaluate_refuses_unlabeled_utterances_of_its_split(project, stopped, im
     assert not (tmp_path / "ev" / "eval-test.json").exists()
     r = imo(project, *args[:-2], "--split", "valid", "--out", tmp_path / "ev")      # other splits are labeled
     assert r.code == 0, r.err
+
+
+def test_a_full_disk_during_a_commit_is_one_line_and_the_run_resumes(project, stopped, imo, tmp_path, monkeypatch):
+    run = shutil.copytree(stopped, tmp_path / "run")
+    real = runs_module._write_file
+
+    def full(path, data):
+        if Path(path).name == "last.state.pt.new":
+            raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(runs_module, "_write_file", full)
+    refused(imo(project, *resume_args(run)), "last.state.pt.new (No space left on device)",
+            "re-run the same command to resume")
+    assert json.loads((run / "last.json").read_text())["epoch"] == 2 and len(rows(run)) == 2
+    monkeypatch.setattr(runs_module, "_write_file", real)
+    r = imo(project, *resume_args(run))
+    assert r.code == 0 and "after epoch 2" in r.err and len(rows(run)) == 4, r.err

@@ -127,10 +127,18 @@ class Commit:
 
     def stage(self, name: str, data: bytes) -> str:
         """Write ``data`` as ``name.new``; returns its digest."""
-        self.run._owned(name)
-        _write_file(self.run.path / (name + _STAGED), data)
+        path = self.run.path / (self.run._owned(name) + _STAGED)
+        try:
+            _write_file(path, data)
+        except OSError as e:
+            path.unlink(missing_ok=True)
+            raise self._failed(path, e) from None
         self.staged[name] = _digest(data)
         return self.staged[name]
+
+    def _failed(self, path: Path, e: OSError) -> ConfigError:
+        return ConfigError(f"could not write {path} ({e.strerror or e}); the run keeps its last commit: free space "
+                           f"or fix permissions, then re-run the same command to resume")
 
     def stage_checkpoint(self, which: str, model: torch.nn.Module, record: dict, state: Any = None,
                          covers: tuple[str, ...] = ()) -> None:
@@ -150,7 +158,11 @@ class Commit:
         r = self.run
         journal = r.path / RunDir.JOURNAL
         tmp = journal.with_name(journal.name + _TMP)
-        _write_file(tmp, json_bytes({"files": list(self.staged)}))
+        try:
+            _write_file(tmp, json_bytes({"files": list(self.staged)}))
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise self._failed(tmp, e) from None
         _replace(tmp, journal)
         _sync_dir(r.path)
         r._roll_forward()
