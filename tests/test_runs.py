@@ -37,44 +37,47 @@ HEAD = ["--head", "concat", "--head-opt", "hidden=8", "--batch-size", "8", "--lr
 
 
 @dataclass
-class Result:
+class CliResult:
     code: int
-    out: str
-    err: str
+    stdout: str
+    stderr: str
 
     @property
-    def last(self) -> str:
-        lines = self.err.strip().splitlines()
+    def error(self) -> str:
+        lines = self.stderr.strip().splitlines()
         return lines[-1] if lines else ""
 
 
 @pytest.fixture
 def imo(monkeypatch, capsys):
-    """``imo(root, *args)``: the real `imo` entry point, in this process (fast), run in folder ``root``."""
+    """``imo(*args, cwd=None)``: the real `imo` entry point, in this process (the same contract as the ``imo``
+    fixture that main's tests/conftest.py provides; this local copy goes when the branches meet)."""
     from imo_pipeline import cli
 
-    def call(root: Path, *args) -> Result:
-        monkeypatch.chdir(root)
+    def call(*args, cwd: Path | None = None) -> CliResult:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
         monkeypatch.setattr(sys, "argv", ["imo", *map(str, args)])
+        capsys.readouterr()
         code = 0
         try:
             cli.run()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
 
     return call
 
 
-def refused(r: Result, *fragments: str) -> str:
+def refused(r: CliResult, *fragments: str) -> str:
     """Assert exit status 2 with one `error:` line (no traceback) holding every fragment."""
-    assert r.code == 2, (r.code, r.out, r.err)
-    assert "Traceback" not in r.err, r.err
-    assert r.last.startswith("error: "), r.err
+    assert r.code == 2, (r.code, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.error.startswith("error: "), r.stderr
     for f in fragments:
-        assert f in r.last, (f, r.last)
-    return r.last
+        assert f in r.error, (f, r.error)
+    return r.error
 
 
 def restamp(manifest: Path, stores: dict[str, Path], man: Manifest | None = None) -> None:
@@ -213,8 +216,8 @@ KILLER = textwrap.dedent("""
 @pytest.mark.slow
 def test_imo_train_killed_inside_the_checkpoint_window_resumes_to_the_uninterrupted_result(project, imo, tmp_path):
     args = ["train", "-m", "a,t", "--epochs", "6", *HEAD]
-    ref = imo(project, *args, "--out", tmp_path / "ref")
-    assert ref.code == 0, ref.err
+    ref = imo(*args, "--out", tmp_path / "ref", cwd=project)
+    assert ref.code == 0, ref.stderr
     killer = tmp_path / "killer.py"
     killer.write_text(KILLER)
     out = tmp_path / "killed"
@@ -287,9 +290,9 @@ def stopped(project, tmp_path_factory):
 
 def test_resume_of_the_stopped_run_works_from_the_cli(project, stopped, imo, tmp_path):
     run = shutil.copytree(stopped, tmp_path / "run")
-    r = imo(project, *resume_args(run))
-    assert r.code == 0, r.err
-    assert "resuming" in r.err and len(rows(run)) == 4
+    r = imo(*resume_args(run), cwd=project)
+    assert r.code == 0, r.stderr
+    assert "resuming" in r.stderr and len(rows(run)) == 4
 
 
 @pytest.mark.parametrize("damage,fragment", [
@@ -313,7 +316,7 @@ def test_a_damaged_last_checkpoint_is_refused_on_resume(project, stopped, imo, t
     else:
         f.unlink()
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    refused(imo(project, *resume_args(run)), str(f) if damage != "missing" else "last.safetensors", fragment,
+    refused(imo(*resume_args(run), cwd=project), str(f) if damage != "missing" else "last.safetensors", fragment,
             "delete the run folder")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before   # nothing rewritten
 
@@ -327,13 +330,13 @@ def test_a_pickle_planted_as_run_state_never_runs(project, stopped, imo, tmp_pat
             return (os.system, (f"touch {marker}",))
 
     (run / "last.state.pt").write_bytes(pickle.dumps({"optimizer": Evil()}))
-    refused(imo(project, *resume_args(run)), "last.state.pt does not match last.json", "pass a new --out")
+    refused(imo(*resume_args(run), cwd=project), "last.state.pt does not match last.json", "pass a new --out")
     # an attacker who also fixes the digest meets the safe loader
     rec = json.loads((run / "last.json").read_text())
     import hashlib
     rec["files"]["last.state.pt"] = hashlib.sha256((run / "last.state.pt").read_bytes()).hexdigest()
     (run / "last.json").write_text(json.dumps(rec))
-    line = refused(imo(project, *resume_args(run)), "run state", "which imo does not load",
+    line = refused(imo(*resume_args(run), cwd=project), "run state", "which imo does not load",
                    "delete the run folder", "or pass a new --out")
     assert "weights_only=False" not in line
     assert not marker.exists()
@@ -343,27 +346,27 @@ def test_a_tampered_or_truncated_best_checkpoint_is_refused_by_evaluate(project,
     run = shutil.copytree(stopped, tmp_path / "run")
     best = run / "best.safetensors"
     best.write_bytes(best.read_bytes()[:100])
-    refused(imo(project, "evaluate", run), "best.safetensors does not match best.json")
+    refused(imo("evaluate", run, cwd=project), "best.safetensors does not match best.json")
     # an older record without digests: the safetensors reader itself refuses the truncated file
     rec = json.loads((run / "best.json").read_text())
     del rec["files"]
     (run / "best.json").write_text(json.dumps(rec))
-    refused(imo(project, "evaluate", run), "best.safetensors is truncated or not a safetensors file")
+    refused(imo("evaluate", run, cwd=project), "best.safetensors is truncated or not a safetensors file")
     (run / "config.json").write_text("{not json")
-    refused(imo(project, "evaluate", run), "config.json is not valid JSON")
+    refused(imo("evaluate", run, cwd=project), "config.json is not valid JSON")
 
 
 def test_out_that_is_a_file_or_a_foreign_folder_is_refused(project, imo, tmp_path):
     f = tmp_path / "taken.txt"
     f.write_text("mine")
-    refused(imo(project, "train", "-m", "t", "--out", f, *HEAD), f"--out {f} is a file")
-    refused(imo(project, "train", "-m", "t", "--out", f, "--folds", "fold", *HEAD), f"--out {f} is a file")
+    refused(imo("train", "-m", "t", "--out", f, *HEAD, cwd=project), f"--out {f} is a file")
+    refused(imo("train", "-m", "t", "--out", f, "--folds", "fold", *HEAD, cwd=project), f"--out {f} is a file")
     assert f.read_text() == "mine"
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "config.json").write_text("{}")
     (foreign / "thesis.tex").write_text("precious")
-    refused(imo(project, "train", "-m", "t", "--out", foreign, *HEAD), "is not a run folder (it holds 'thesis.tex')")
+    refused(imo("train", "-m", "t", "--out", foreign, *HEAD, cwd=project), "is not a run folder (it holds 'thesis.tex')")
     assert (foreign / "config.json").read_text() == "{}" and (foreign / "thesis.tex").read_text() == "precious"
 
 
@@ -385,33 +388,33 @@ def replace_store(path: Path, manifest: Path, encoder: str = "synthetic", longer
 ])
 def test_a_store_replaced_under_a_run_is_refused_by_resume_and_evaluate(tmp_path, imo, change, fragment):
     root = make_project(tmp_path / "p", per_class=5)
-    r = imo(root, "train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", "--stop-after", "1", *HEAD)
-    assert r.code == 0, r.err
+    r = imo("train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", "--stop-after", "1", *HEAD, cwd=root)
+    assert r.code == 0, r.stderr
     shutil.copytree(root / "cache/audio.zarr", tmp_path / "original-audio.zarr")
     config = (root / "runs/x/config.json").read_bytes()
     replace_store(root / "cache/audio.zarr", root / "m.jsonl", **change)
     msg = f"store {root / 'cache/audio.zarr'} changed since run runs/x was trained on it"
-    refused(imo(root, "train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", *HEAD), msg, fragment,
+    refused(imo("train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", *HEAD, cwd=root), msg, fragment,
             "pass a new --out, or restore the store")
     assert (root / "runs/x/config.json").read_bytes() == config          # the run still describes its old store
-    refused(imo(root, "evaluate", "runs/x"), msg, fragment)
-    refused(imo(root, "evaluate", "runs/x", "--store", f"a={root / 'cache/audio.zarr'}"), msg)
+    refused(imo("evaluate", "runs/x", cwd=root), msg, fragment)
+    refused(imo("evaluate", "runs/x", "--store", f"a={root / 'cache/audio.zarr'}", cwd=root), msg)
     # another copy of the store it was trained on is fine; one made by another encoder is not
-    ok = imo(root, "evaluate", "runs/x", "--store", f"a={tmp_path / 'original-audio.zarr'}", "--out", tmp_path / "ev")
-    assert ok.code == 0, ok.err
+    ok = imo("evaluate", "runs/x", "--store", f"a={tmp_path / 'original-audio.zarr'}", "--out", tmp_path / "ev", cwd=root)
+    assert ok.code == 0, ok.stderr
     assert json.loads((tmp_path / "ev/eval-test.json").read_text())["stores"]["audio"].endswith("original-audio.zarr")
     if "encoder" in change:
-        refused(imo(root, "evaluate", "runs/x", "--store", f"a={root / 'cache/audio.zarr'}", "--out", tmp_path / "e2"),
+        refused(imo("evaluate", "runs/x", "--store", f"a={root / 'cache/audio.zarr'}", "--out", tmp_path / "e2", cwd=root),
                 "changed since")
         other = tmp_path / "other.zarr"
         shutil.copytree(root / "cache/audio.zarr", other)
-        refused(imo(root, "evaluate", "runs/x", "--store", f"a={other}"),
+        refused(imo("evaluate", "runs/x", "--store", f"a={other}", cwd=root),
                 "has encoder_fingerprint='fp-other-2x16' but run runs/x (trained on")
     # restoring the store lets the run go on
     shutil.rmtree(root / "cache/audio.zarr")
     shutil.copytree(tmp_path / "original-audio.zarr", root / "cache/audio.zarr")
-    r = imo(root, "train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", *HEAD)
-    assert r.code == 0 and "resuming runs/x after epoch 1" in r.err, r.err
+    r = imo("train", "-m", "a,t", "--out", "runs/x", "--epochs", "3", *HEAD, cwd=root)
+    assert r.code == 0 and "resuming runs/x after epoch 1" in r.stderr, r.stderr
 
 
 # --- path escape through data ---------------------------------------------------------------------------------------
@@ -427,8 +430,8 @@ def test_fold_values_never_become_paths_outside_out(tmp_path, imo):
     restamp(root / "m.jsonl", {m: root / f"cache/{m}.zarr" for m in ("audio", "text")})
     (root / "runs").mkdir()
     before = sorted(str(p) for p in tmp_path.rglob("*"))
-    r = imo(root, "train", "-m", "a,t", "--folds", "fold", "--out", "runs/cv", "--epochs", "1", *HEAD)
-    assert r.code == 0, r.err
+    r = imo("train", "-m", "a,t", "--folds", "fold", "--out", "runs/cv", "--epochs", "1", *HEAD, cwd=root)
+    assert r.code == 0, r.stderr
     new = sorted(str(p) for p in tmp_path.rglob("*") if str(p) not in before)
     outside = [p for p in new if not p.startswith(str(root / "runs/cv"))]
     assert new and not outside, outside
@@ -444,7 +447,7 @@ def test_fold_values_never_become_paths_outside_out(tmp_path, imo):
         ln["fold"] = crafted if ln["fold"] == "/tmp/abs/../x y" else ln["fold"]
     (root / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     restamp(root / "m.jsonl", {m: root / f"cache/{m}.zarr" for m in ("audio", "text")})
-    refused(imo(root, "train", "-m", "a,t", "--folds", "fold", "--out", "runs/cv2", "--epochs", "1", *HEAD),
+    refused(imo("train", "-m", "a,t", "--folds", "fold", "--out", "runs/cv2", "--epochs", "1", *HEAD, cwd=root),
             "map to the same folder", "rename one of them")
     assert not (root / "runs/cv2").exists() or not any((root / "runs/cv2").iterdir())
 
@@ -486,7 +489,7 @@ def test_fold_values_never_become_paths_outside_out(tmp_path, imo):
 ])
 def test_every_bad_train_option_is_one_line_naming_it(project, imo, tmp_path, args, fragment):
     out = tmp_path / "never"
-    refused(imo(project, "train", "-m", "a,t", "--out", out, *args, "--no-progress"), fragment)
+    refused(imo("train", "-m", "a,t", "--out", out, *args, "--no-progress", cwd=project), fragment)
     assert not out.exists()
 
 
@@ -494,11 +497,11 @@ def test_a_non_finite_loss_stops_the_run_with_status_2(project, imo, tmp_path):
     out = tmp_path / "blowup"
     args = ["train", "-m", "a,t", "--head", "concat", "--head-opt", "hidden=8", "--batch-size", "8",
             "--epochs", "3", "--no-progress", "--out", out, "--warmup", "0"]
-    line = refused(imo(project, *args, "--lr", "1e20"), f"run {out} stopped at epoch 1", "became non-finite",
+    line = refused(imo(*args, "--lr", "1e20", cwd=project), f"run {out} stopped at epoch 1", "became non-finite",
                    "Lower --lr (now 1e+20)", "new --out", "imo verify")
     assert "no epoch was committed" in line
     assert not (out / "summary.json").exists() and not (out / "last.json").exists()
-    refused(imo(project, *args, "--lr", "1e38", "--out", tmp_path / "overflow"), "became non-finite")
+    refused(imo(*args, "--lr", "1e38", "--out", tmp_path / "overflow", cwd=project), "became non-finite")
 
 
 def test_the_non_finite_check_keeps_the_last_good_epoch(project, tmp_path):
@@ -542,10 +545,10 @@ def test_a_run_whose_every_utterance_failed_extraction_says_so(tmp_path, imo):
     root = make_project(tmp_path / "p", per_class=5)
     ids = [u.id for u in load_manifest(root / "m.jsonl")]
     all_failed_store(root / "cache/audio.zarr", "audio", root / "m.jsonl", ids)
-    refused(imo(root, "train", "-m", "a,t", "--out", "runs/x", *HEAD),
+    refused(imo("train", "-m", "a,t", "--out", "runs/x", *HEAD, cwd=root),
             f"all {len(ids)} utterances failed extraction in store {root / 'cache/audio.zarr'}",
             f"see its errors file {root / 'cache/audio.errors.jsonl'}")
-    assert "no split=train" not in imo(root, "train", "-m", "a", "--out", "runs/y", *HEAD).err
+    assert "no split=train" not in imo("train", "-m", "a", "--out", "runs/y", *HEAD, cwd=root).stderr
 
 
 def test_a_run_whose_train_utterances_all_failed_says_so(tmp_path):
@@ -615,11 +618,11 @@ def test_evaluate_refuses_unlabeled_utterances_of_its_split(project, stopped, im
     restamp(other, copies)
     args = ["evaluate", stopped, "--manifest", other, "--store", f"a={copies['audio']}", "--store",
             f"t={copies['text']}", "--out", tmp_path / "ev"]
-    refused(imo(project, *args), f"2 utterance(s) of split test have no label (e.g. {test_ids[0]!r})",
+    refused(imo(*args, cwd=project), f"2 utterance(s) of split test have no label (e.g. {test_ids[0]!r})",
             "imo predict --manifest")
     assert not (tmp_path / "ev" / "eval-test.json").exists()
-    r = imo(project, *args[:-2], "--split", "valid", "--out", tmp_path / "ev")      # other splits are labeled
-    assert r.code == 0, r.err
+    r = imo(*args[:-2], "--split", "valid", "--out", tmp_path / "ev", cwd=project)      # other splits are labeled
+    assert r.code == 0, r.stderr
 
 
 def test_a_full_disk_during_a_commit_is_one_line_and_the_run_resumes(project, stopped, imo, tmp_path, monkeypatch):
@@ -632,9 +635,9 @@ def test_a_full_disk_during_a_commit_is_one_line_and_the_run_resumes(project, st
         real(path, data)
 
     monkeypatch.setattr(runs_module, "_write_file", full)
-    refused(imo(project, *resume_args(run)), "last.state.pt.new (No space left on device)",
+    refused(imo(*resume_args(run), cwd=project), "last.state.pt.new (No space left on device)",
             "re-run the same command to resume")
     assert json.loads((run / "last.json").read_text())["epoch"] == 2 and len(rows(run)) == 2
     monkeypatch.setattr(runs_module, "_write_file", real)
-    r = imo(project, *resume_args(run))
-    assert r.code == 0 and "after epoch 2" in r.err and len(rows(run)) == 4, r.err
+    r = imo(*resume_args(run), cwd=project)
+    assert r.code == 0 and "after epoch 2" in r.stderr and len(rows(run)) == 4, r.stderr
