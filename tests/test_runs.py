@@ -641,3 +641,18 @@ def test_a_full_disk_during_a_commit_is_one_line_and_the_run_resumes(project, st
     monkeypatch.setattr(runs_module, "_write_file", real)
     r = imo(*resume_args(run), cwd=project)
     assert r.code == 0 and "after epoch 2" in r.stderr and len(rows(run)) == 4, r.stderr
+
+
+def test_evaluate_refuses_non_finite_outputs(project, stopped, imo, tmp_path):
+    import hashlib
+
+    from safetensors.torch import save_file
+    run = shutil.copytree(stopped, tmp_path / "run")
+    weights = {k: torch.full_like(torch.from_numpy(v), 3e38) for k, v in tensors(run / "best.safetensors").items()}
+    save_file(weights, run / "best.safetensors")                 # weights whose outputs overflow, digest updated
+    rec = json.loads((run / "best.json").read_text())
+    rec["files"]["best.safetensors"] = hashlib.sha256((run / "best.safetensors").read_bytes()).hexdigest()
+    (run / "best.json").write_text(json.dumps(rec))
+    refused(imo("evaluate", run, cwd=project), f"run {run} gives non-finite outputs for 4 of the 4 test utterances",
+            "imo verify STORE", str(project / "cache/audio.zarr"))
+    assert not (run / "eval-test.json").exists()

@@ -14,7 +14,7 @@ from ..store import open_store
 from .data import open_corpus
 from .metrics import per_class_table
 from .plots import plot_confusion
-from .runs import Run, RunDir, check_run_stores
+from .runs import Run, RunDir, check_run_stores, verify_hint
 from .tasks import require_labels
 from .trainer import TrainConfig, confusion_for, nonfinite_rows, predict_split, score, split_indices
 
@@ -61,8 +61,8 @@ def evaluate_run(run: Run, split: str = "test", manifest: str | None = None, sto
     bad = nonfinite_rows(logits)
     if len(bad):
         raise StoreError(f"run {run.path} gives non-finite outputs for {len(bad)} of the {len(idx)} {split} "
-                         f"utterances (e.g. {utts[int(bad[0])].id!r}); their features are out of range: check the "
-                         f"stores with `imo verify`")
+                         f"utterances (e.g. {utts[int(bad[0])].id!r}); their features are out of range: "
+                         f"{verify_hint(st.path for st in opened.values())}")
     outputs, metrics, loss = score(task, logits, targets)
     result = {"run": str(run.path), "split": split, "n": int(len(idx)), "loss": loss, "metrics": metrics,
               "stores": {m: st.path for m, st in opened.items()}, "ids": [u.id for u in utts],

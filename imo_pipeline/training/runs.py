@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -77,6 +77,11 @@ def _jsonable(x: Any) -> Any:
 def json_bytes(obj: Any) -> bytes:
     """Canonical JSON of a run file (NaN/Infinity refused: a run never records a non-finite number)."""
     return json.dumps(obj, indent=2, sort_keys=True, default=_jsonable, allow_nan=False).encode()
+
+
+def verify_hint(stores: Iterable[str]) -> str:
+    """How to check the stores a non-finite result came from."""
+    return f"check each store with `imo verify STORE` ({', '.join(map(str, stores))})"
 
 
 def _digest(data: bytes) -> str:
@@ -570,7 +575,7 @@ class Run:
         """Logits -> probabilities ``[N, C]`` (sigmoid per emotion for binary) or values ``[N]``."""
         if not np.isfinite(logits).all():
             raise MediaError(f"run {self.path} gives non-finite outputs for this input; its features are out of "
-                             f"range (check the stores with `imo verify`)")
+                             f"range for the run's head")
         return self.task_obj.outputs(torch.from_numpy(logits)).numpy()
 
     def predict(self, items: list[dict[str, np.ndarray]]) -> np.ndarray:

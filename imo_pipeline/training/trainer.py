@@ -30,7 +30,7 @@ from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
 from .data import Corpus, all_failed, batches, open_corpus
 from .plots import plot_confusion, plot_curves
-from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into
+from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
 from .tasks import Task, build_task, require_labels, task_class
 
 SCHEDULES = ("poly", "cosine", "constant")
@@ -392,8 +392,8 @@ class Trainer:
                 else "no epoch was committed")
         return ConfigError(
             f"run {self.out} stopped at epoch {epoch}: {what} became non-finite (NaN or infinity); {kept}. Lower "
-            f"--lr (now {self.cfg.lr:g}) or set --clip, and train into a new --out; check the stores with "
-            f"`imo verify` if it persists")
+            f"--lr (now {self.cfg.lr:g}) or set --clip, and train into a new --out; if it persists, "
+            f"{verify_hint(self.corpus.paths.values())}")
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training split; returns the mean loss (ConfigError at a non-finite loss)."""
@@ -517,13 +517,13 @@ class Trainer:
         if len(bad):
             uid = self.corpus.utterances[int(self.split[split][bad[0]])].id
             raise ConfigError(f"run {self.out}: the best checkpoint gives non-finite outputs on {len(bad)} {split} "
-                              f"utterance(s) (e.g. {uid!r}); their features are out of range: check the stores "
-                              f"with `imo verify`")
+                              f"utterance(s) (e.g. {uid!r}); their features are out of range: "
+                              f"{verify_hint(self.corpus.paths.values())}")
         out, m, loss = score(self.task, logits, self.targets[self.split[split]])
         odd = [k for k, v in {"loss": loss, **m}.items() if isinstance(v, float) and not math.isfinite(v)]
         if odd:
-            raise ConfigError(f"run {self.out}: the {split} {odd[0]} of the best checkpoint is not finite; check the "
-                              f"stores with `imo verify`")
+            raise ConfigError(f"run {self.out}: the {split} {odd[0]} of the best checkpoint is not finite; "
+                              f"{verify_hint(self.corpus.paths.values())}")
         history = self.dir.read_metrics()
         self.dir.plot(RunDir.CURVES, lambda p: plot_curves(history, self.metric, p))
         if m:
