@@ -164,14 +164,25 @@ def format_prediction(p: Prediction) -> str:
 
 
 def write_predictions(predictions: Iterable[Prediction], path: str | Path) -> Path:
-    """Write predictions as CSV: id, prediction, one probability column per class, error."""
+    """Write predictions as CSV (id, prediction, one probability column per class, error), atomically."""
     import csv
+    import io
+    import os
 
     rows = [p.as_row() for p in predictions]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id", "prediction", "error"])
-        writer.writeheader()
-        writer.writerows(rows)
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; name the CSV file to write, e.g. {path / 'predictions.csv'}")
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id", "prediction", "error"])
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(buf.getvalue(), encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"could not write {path} ({e.strerror or e}); pass another --out") from None
     return path

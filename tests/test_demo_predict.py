@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from imo_pipeline.errors import ConfigError, MediaError
+from imo_pipeline.errors import ConfigError, ManifestError, MediaError
 from imo_pipeline.manifest import load_manifest, write_manifest
 from imo_pipeline.predict import Predictor
 from imo_pipeline.training.evaluate import evaluate_run
@@ -151,3 +151,33 @@ def test_predict_refuses_unavailable_or_different_encoder(demo, tmp_path):
     changed = edited_run(out / "runs" / "fused", tmp_path / "changed", "video", size=16)
     with pytest.raises(ConfigError, match="video encoder pixels found here has different weights or options"):
         Predictor.load(changed)
+
+
+def test_predict_manifest_takes_unlabeled_utterances(demo, tmp_path):
+    from dataclasses import replace
+
+    from imo_pipeline.manifest import Manifest
+
+    out, _ = demo
+    data = out / "data"
+    man = load_manifest(data / "manifest.jsonl")
+    utts = [replace(u, label=None) for u in man if u.split == "test"][:2]
+    preds = Predictor.load(out / "runs" / "fused").predict_manifest(Manifest(utts, man.data_root, "x"), progress=False)
+    assert [p.id for p in preds] == [u.id for u in utts] and not any(p.error for p in preds)
+    assert all(p.label in ("ang", "hap", "neu", "sad") and abs(p.scores.sum() - 1) < 1e-4 for p in preds)
+    from imo_pipeline.manifest import parse_line
+    try:
+        parse_line({"id": "x"}, "probe")
+    except ManifestError:
+        pytest.skip("manifest lines without a label arrive with issue 16")
+    records = [{k: v for k, v in json.loads(ln).items() if k != "label"}
+               for ln in (data / "manifest.jsonl").read_text().splitlines()][:2]
+    for rec in records:
+        rec["audio"]["path"] = str(data / rec["audio"]["path"])
+        rec["frames"] = str(data / rec["frames"])
+    write_manifest(records, tmp_path / "unlabeled.jsonl")
+    r = imo("predict", out / "runs" / "fused", "--manifest", tmp_path / "unlabeled.jsonl", "--out", tmp_path / "p.csv")
+    assert r.returncode == 0 and "2 predicted, 0 failed" in r.stdout, r.stderr
+    assert [row["id"] for row in csv.DictReader((tmp_path / "p.csv").open())] == [rec["id"] for rec in records]
+    r = imo("predict", out / "runs" / "fused", "--manifest", tmp_path / "unlabeled.jsonl", "--out", tmp_path)
+    assert r.returncode == 2 and "is a folder; name the CSV file" in r.stderr

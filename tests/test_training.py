@@ -172,6 +172,6 @@ def test_balanced_class_weights_by_hand():
 
     train_utts = [Utterance(f"u{i}", lab) for i, lab in enumerate(["a", "a", "a", "b"])]
     task = build_task("classification", train_utts, [], "balanced")
-    assert task.weights.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
+    assert task.weight.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1)])
     binary = build_task("binary", train_utts, [], "balanced")
-    assert binary.pos_weight.tolist() == pytest.approx([1 / 3, 3 / 1])
+    assert binary.weight.tolist() == pytest.approx([1 / 3, 3 / 1])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from heads import HEADS
 from store_utils import make_partial_info_set
 
 SMALL = ["--head-opt", "d_model=16", "--head-opt", "n_heads=2", "--batch-size", "16", "--lr", "3e-3", "--no-progress"]
@@ -63,7 +64,7 @@ def test_folds_report_each_fold_and_mean_std(project):
 
 @pytest.mark.parametrize("args,message", [
     (["-m", "a,v", "--out", "runs/x"], "no video store at"),
-    (["-m", "a", "--out", "runs/x", "--head", "nope"], "unknown head 'nope'; valid names: concat, cross_attention, probe"),
+    (["-m", "a", "--out", "runs/x", "--head", "nope"], f"unknown head 'nope'; valid names: {', '.join(HEADS.names())}"),
     (["-m", "a,t", "--out", "runs/x", "--head", "probe"], "takes 1 modality"),
     (["-m", "a", "--out", "runs/x", "--store", "a"], "--store 'a': expected KEY=VALUE"),
     (["-m", "a", "--out", "runs/x", "--task", "ranking"], "--task 'ranking': use one of classification, binary, regression"),

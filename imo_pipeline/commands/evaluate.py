@@ -8,8 +8,6 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import ConfigError
-
 
 def evaluate(
     run: Path = typer.Argument(..., help="A run folder written by `imo train` (one fold's folder for --folds runs)."),
@@ -22,16 +20,13 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run on a split of its manifest."""
     from ..training.evaluate import evaluate_run
-    from ..training.runs import load_run
+    from ..training.runs import RunDir, load_run
     from .train import parse_pairs
 
-    if split not in ("train", "valid", "test"):
-        raise ConfigError(f"--split {split!r}: use train, valid or test")
+    json_name, png_name = RunDir.eval_names(split)
     r = load_run(run, checkpoint)
     res = evaluate_run(r, split, str(manifest) if manifest else None, parse_pairs(store, "--store"), out,
                        log=lambda msg: typer.echo(msg, err=True))
-    if res["n"] == 0:
-        raise ConfigError(f"split {split!r} of run {run} has no utterances; pick another --split")
     metrics = {k: v for k, v in res["metrics"].items() if k != "confusion"}
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
@@ -43,4 +38,4 @@ def evaluate(
         typer.echo(f"  {'class':12s} {'support':>8s} {'precision':>10s} {'recall':>8s} {'f1':>8s}")
         for row in res["per_class"]:
             typer.echo(f"  {row['class']:12s} {row['support']:8d} {row['precision']:10.4f} {row['recall']:8.4f} {row['f1']:8.4f}")
-    typer.echo(f"written: {Path(out or run) / f'eval-{split}.json'}, {Path(out or run) / f'confusion_matrix-{split}.png'}")
+    typer.echo(f"written: {Path(out or run) / json_name}, {Path(out or run) / png_name}")

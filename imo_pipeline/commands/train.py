@@ -66,6 +66,7 @@ def train(
     """Train only the fusion head on cached embeddings; writes config, metrics log, checkpoints and plots to --out."""
     from heads import HEADS
 
+    from ..training.runs import RunDir
     from ..training.trainer import TrainConfig, cross_validate, train as run_train
 
     mods = [parse_modality(m) for m in modalities.split(",") if m.strip()]
@@ -81,7 +82,7 @@ def train(
     except ValueError:
         b = ()
     if len(b) != 2:
-        raise ConfigError(f"--betas {betas!r}: expected two numbers, e.g. 0.9,0.98")
+        raise ConfigError(f"--betas {betas!r}: use two numbers in [0, 1), e.g. 0.9,0.98")
     man = manifest or project.require_manifest()
     root = data_root or project.data_root
     cfg = TrainConfig(
@@ -104,7 +105,7 @@ def train(
         for g, m in res["folds"].items():
             typer.echo(str(g)[:12].ljust(12) + "".join(f"{m[k]:13.4f}" for k in keys))
         typer.echo("mean ± std".ljust(12) + "".join(f"{res['mean'][k]:7.4f}±{res['std'][k]:.3f}".rjust(13) for k in keys))
-        typer.echo(f"written: {out / 'cv.json'}")
+        typer.echo(f"written: {RunDir(out).file(RunDir.CV)}")
         return
     summary = run_train(cfg, out, progress=progress, log=log)
     if "stopped_after" in summary:

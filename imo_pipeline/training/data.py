@@ -49,7 +49,8 @@ class Preprocess:
             counts = np.full(n, k, np.float32)
             counts[-1] = k - pad
             x = x.reshape(n, k, *x.shape[1:]).sum(1) / counts[:, None, None]  # (T', L', D)
-        return x.astype(np.float16)
+        with np.errstate(over="ignore"):     # out-of-range values become inf, refused by their consumer
+            return x.astype(np.float16)
 
     def out_length(self, T: int) -> int:
         return -(-T // self.downsample) if T > 1 else T
@@ -96,9 +97,6 @@ class Table:
                 bar.update(1)
         bar.close()
 
-    def nbytes(self) -> int:
-        return int(self.offsets[-1]) * len(self.prep.layers) * self.store.dim * 2
-
     def __getitem__(self, k: int) -> np.ndarray:
         """Utterance ``k`` of the corpus, float16 ``[T', L', D]``."""
         if self.values is not None:
@@ -115,6 +113,11 @@ class Corpus:
     excluded: dict[str, str]          # id -> reason (failed at extraction)
     metas: dict[str, StoreMeta]
     paths: dict[str, str]
+    manifest: Manifest | None = None  # the whole manifest, excluded utterances included
+
+    @property
+    def stores(self) -> dict[str, EmbeddingStore]:
+        return {m: t.store for m, t in self.tables.items()}
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -127,19 +130,23 @@ class Corpus:
         return sum(t.lengths for t in self.tables.values())
 
 
-def open_corpus(manifest: Manifest, stores: dict[str, str | Path], head_layers: str = "last",
+def open_corpus(manifest: Manifest, stores: dict[str, str | Path | EmbeddingStore], head_layers: str = "last",
                 downsample: dict[str, int | str] | None = None, in_memory: str = "auto",
                 progress: bool = True, log=print, preprocess: dict[str, Preprocess] | None = None,
                 only: set[str] | None = None) -> Corpus:
     """Open and check the stores, align them by id with the manifest and load them (see module doc).
 
+    ``stores``: modality -> path, or a store opened (and checked) by the caller.
     ``in_memory``: ``auto`` loads when the estimate fits in half the available RAM, ``yes``/``no`` force it.
-    Utterances that failed at extraction are excluded and reported; any other missing id is refused.
-    ``preprocess`` (from a saved run) replaces the choice made from ``head_layers``/``downsample``;
-    ``only`` keeps just those ids (e.g. one split for evaluation).
+    Utterances that failed at extraction are excluded and reported; any other missing id is refused, and so
+    is a manifest whose every utterance failed. ``preprocess`` (from a saved run) replaces the choice made
+    from ``head_layers``/``downsample``; ``only`` keeps just those ids (e.g. one split for evaluation).
     """
     opened: dict[str, EmbeddingStore] = {}
     for m, path in stores.items():
+        if isinstance(path, EmbeddingStore):
+            opened[m] = path.check(modality=m, manifest=manifest)
+            continue
         if not is_url(path) and not Path(path).exists():
             raise StoreError(f"no {m} store at {path}: run `imo extract --modality {m}` or pass --store {m[0]}=PATH")
         opened[m] = open_store(path).check(modality=m, manifest=manifest)
@@ -152,7 +159,10 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path], head_layers: 
                     raise StoreError(f"utterance {u.id!r} is missing from {m} store {st.path} and not recorded as "
                                      f"failed; re-run `imo extract --modality {m}` to complete the store")
                 excluded.setdefault(u.id, f"{m}: {failed[u.id]}")
-    utts = [u for u in manifest if u.id not in excluded and (only is None or u.id in only)]
+    wanted = [u for u in manifest if only is None or u.id in only]
+    utts = [u for u in wanted if u.id not in excluded]
+    if wanted and not utts:
+        raise StoreError(all_failed(wanted, opened))
     if excluded:
         log(f"excluded {len(excluded)} utterance(s) whose extraction failed (e.g. {next(iter(excluded))!r}: "
             f"{next(iter(excluded.values()))}); the list is in the run folder's excluded.json")
@@ -170,7 +180,30 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path], head_layers: 
         f"{'loading into memory' if load else 'reading lazily from the stores'}")
     tables = {m: Table(st, rows[m], preps[m], load, progress) for m, st in opened.items()}
     return Corpus(utts, tables, excluded, {m: st.meta for m, st in opened.items()},
-                  {m: str(p) for m, p in stores.items()})
+                  {m: st.path for m, st in opened.items()}, manifest)
+
+
+def errors_files(store: EmbeddingStore) -> str:
+    """Where extraction listed a store's failures (one errors file per part)."""
+    from ..extract import errors_path
+    from ..manifest import ShardSpec
+
+    n = store.meta.n_parts
+    return errors_path(store.path, ShardSpec(0, 1)) if n == 1 else errors_path(store.path, ShardSpec(0, n)).replace(
+        ShardSpec(0, n).name, "part-*")
+
+
+def all_failed(utts: list[Utterance], stores: dict[str, EmbeddingStore], what: str = "utterances") -> str:
+    """The message for ``utts`` that all failed extraction: the store where every one failed, or the count per store."""
+    for m, st in stores.items():
+        failed = st.failed
+        if all(u.id in failed for u in utts):
+            return (f"all {len(utts)} {what} failed extraction in store {st.path} (e.g. {utts[0].id!r}: "
+                    f"{failed[utts[0].id]}); see its errors file {errors_files(st)}, fix the media and re-run "
+                    f"`imo extract --modality {m}`")
+    counts = ", ".join(f"{st.path}: {sum(u.id in st.failed for u in utts)}" for st in stores.values())
+    return (f"all {len(utts)} {what} failed extraction in at least one store (failed per store: {counts}); see the "
+            f"stores' errors files, fix the media and re-run `imo extract`")
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -14,17 +14,21 @@ import numpy as np  # noqa: E402
 def plot_curves(history: list[dict], metric: str, path: Path) -> Path:
     """Train/valid loss and the valid ``metric`` per epoch."""
     ep = [h["epoch"] for h in history]
+
+    def col(key: str) -> list[float]:
+        return [np.nan if h.get(key) is None else h[key] for h in history]
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
-    a.plot(ep, [h.get("valid_loss", np.nan) for h in history], "o-", label="valid")
+    a.plot(ep, col("train_loss"), "o-", label="train")
+    a.plot(ep, col("valid_loss"), "o-", label="valid")
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend()
-    b.plot(ep, [h.get(f"valid_{metric}", np.nan) for h in history], "o-", color="C2")
+    b.plot(ep, col(f"valid_{metric}"), "o-", color="C2")
     b.set_xlabel("epoch")
     b.set_ylabel(f"valid {metric}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -46,6 +50,6 @@ def plot_confusion(confusion: list[list[int]], names: list[str], path: Path, tit
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return path

@@ -1,9 +1,14 @@
-"""Training a fusion head on cached embeddings: splits, the loop, checkpoints, exact resume, cross-validation.
+"""Training a fusion head on cached embeddings: options, splits, the loop, exact resume, cross-validation.
 
-Re-running the same training into the same ``out`` folder resumes after the
-last finished epoch and ends with the same weights and metrics as a run that
-was never interrupted (same seed): weights, optimizer moments, the step count
-and the RNG state are restored, and batch order is a function of (seed, epoch).
+Every option is checked up front (``TrainConfig.check``). Each epoch ends in one
+atomic commit of the run folder (``RunDir``: metrics, best and last checkpoints
+together), so re-running the same training into the same ``out`` folder
+resumes after the last committed epoch, even after a kill in the middle of a
+commit, and ends with the same weights and metrics as a run that was never
+interrupted (same seed): weights, optimizer moments, the step count and the RNG
+state are restored, and batch order is a function of (seed, epoch). A resume
+refuses stores that changed since the run began, and a non-finite loss,
+weight or validation metric stops the run with its last good commit kept.
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..errors import ConfigError, ManifestError
+from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
-from ..safe_load import load_checkpoint
-from .data import Corpus, batches, open_corpus
-from .metrics import per_class_table
+from .data import Corpus, all_failed, batches, open_corpus
 from .plots import plot_confusion, plot_curves
-from .runs import forward_items, load_weights, save_weights, write_json
-from .tasks import Task, build_task
+from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
+from .tasks import Task, build_task, require_labels, task_class
 
 SCHEDULES = ("poly", "cosine", "constant")
-LOWER_IS_BETTER = {"mae"}
+IN_MEMORY = ("auto", "yes", "no")
 NOT_IDENTITY = {"stop_after", "in_memory", "progress"}  # options that do not change the result
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _whole(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass
@@ -71,15 +82,42 @@ class TrainConfig:
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
 
     def check(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule {self.schedule!r}: use one of {', '.join(SCHEDULES)}")
+        """Refuse any option outside its allowed values, with one line naming the option and what is allowed."""
+        def need(ok: bool, option: str, value: Any, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"--{option} {value!r}: {allowed}")
+
         for name in ("epochs", "batch_size", "accum", "threads"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.in_memory not in ("auto", "yes", "no"):
-            raise ConfigError(f"--in-memory {self.in_memory!r}: use auto, yes or no")
+            v = getattr(self, name)
+            need(_whole(v) and v >= 1, name.replace("_", "-"), v, "use a whole number >= 1")
+        need(_whole(self.patience) and self.patience >= 0, "patience", self.patience,
+             "use a whole number of epochs >= 0 (0: no early stopping)")
+        need(self.stop_after is None or (_whole(self.stop_after) and self.stop_after >= 1), "stop-after",
+             self.stop_after, "use a whole number of epochs >= 1 (leave it out to train to the end)")
+        need(_whole(self.seed) and self.seed >= 0, "seed", self.seed, "use a whole number >= 0")
+        need(_finite(self.lr) and self.lr > 0, "lr", self.lr, "use a finite number > 0, e.g. 5e-4")
+        b = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        need(len(b) == 2 and all(_finite(x) and 0 <= x < 1 for x in b), "betas",
+             ",".join(map(str, b)) if b else self.betas, "use two numbers in [0, 1), e.g. 0.9,0.98")
+        need(_finite(self.eps) and self.eps > 0, "eps", self.eps, "use a finite number > 0, e.g. 1e-8")
+        need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight-decay", self.weight_decay,
+             "use a finite number >= 0 (0: none)")
+        need(_finite(self.warmup) and (0 <= self.warmup < 1 or float(self.warmup).is_integer()), "warmup",
+             self.warmup, "use a fraction of all steps in [0, 1) or a whole number of steps")
+        need(self.schedule in SCHEDULES, "schedule", self.schedule, f"use one of {', '.join(SCHEDULES)}")
+        need(_finite(self.power) and self.power > 0, "power", self.power,
+             "use a finite number > 0 (--schedule constant for no decay)")
+        need(_finite(self.clip) and self.clip >= 0, "clip", self.clip,
+             "use a finite max gradient norm >= 0 (0: no clipping)")
+        need(self.in_memory in IN_MEMORY, "in-memory", self.in_memory, f"use one of {', '.join(IN_MEMORY)}")
+        need(_finite(self.valid_fraction) and 0 < self.valid_fraction < 1, "valid-fraction", self.valid_fraction,
+             "use a fraction in (0, 1)")
+        for m, k in (self.downsample or {}).items():
+            need(m in self.modalities, "downsample", f"{m}={k}",
+                 f"{m} is not among --modalities {','.join(self.modalities)}")
+            need(k == "auto" or (_whole(k) and k >= 1), "downsample", f"{m}={k}",
+                 "use a whole number of frames >= 1, or auto")
+        task_class(self.task).check_options(self.class_weights, self.best_metric)
 
     def identity(self) -> dict[str, Any]:
         d = json.loads(json.dumps(dataclasses.asdict(self)))
@@ -134,15 +172,24 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (1 - progress) ** cfg.power
 
 
-def evaluate_split(model: torch.nn.Module, task: Task, corpus: Corpus, idx: np.ndarray, targets: np.ndarray,
-                   batch_size: int) -> tuple[np.ndarray, dict, float]:
-    """(outputs, metrics, loss) of ``model`` on corpus rows ``idx``, through ``forward_items`` like ``Run.predict``."""
-    logits = forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
-    t = torch.from_numpy(np.asarray(targets[idx]))
+def predict_split(model: torch.nn.Module, corpus: Corpus, idx: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``, through ``forward_items`` like ``Run.predict``."""
+    return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
+
+
+def score(task: Task, logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict, float | None]:
+    """(outputs, metrics, loss) for finite ``logits`` and their ``targets`` (empty metrics, no loss for none)."""
+    if not len(logits):
+        return task.outputs(torch.from_numpy(logits)).numpy(), {}, None
     lt = torch.from_numpy(logits)
-    loss = float(task.loss(lt, t)) if len(idx) else float("nan")
+    loss = float(task.loss(lt, torch.from_numpy(np.asarray(targets))))
     out = task.outputs(lt).numpy()
-    return out, (task.metrics(np.asarray(targets[idx]), out) if len(idx) else {}), loss
+    return out, task.metrics(np.asarray(targets), out), loss
+
+
+def nonfinite_rows(logits: np.ndarray) -> np.ndarray:
+    """Row indices of ``logits`` holding NaN or infinity."""
+    return np.flatnonzero(~np.isfinite(logits).all(axis=1)) if len(logits) else np.zeros(0, np.int64)
 
 
 def confusion_for(task: Task, metrics: dict, y: np.ndarray, out: np.ndarray) -> tuple[list, list[str]]:
@@ -161,22 +208,91 @@ def _scalars(metrics: dict, prefix: str) -> dict:
     return {f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+@dataclass
+class RunState:
+    """The counters committed with every checkpoint (``last.json``): where a resumed run goes on from."""
+
+    epoch: int = 0
+    step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    done: bool = False
+
+    @classmethod
+    def from_record(cls, record: dict, where: Path) -> "RunState":
+        try:
+            return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
+        except (KeyError, TypeError):
+            raise ConfigError(f"{where} lacks the run counters; delete the run folder or pass a new --out") from None
+
+
+class BestTracker:
+    """Which epoch is best by the chosen metric (lower is better for the task's error metrics)."""
+
+    def __init__(self, metric: str, lower_is_better: bool):
+        self.metric, self.lower = metric, lower_is_better
+
+    def update(self, state: RunState, value: float, epoch: int) -> bool:
+        """Record ``value`` of ``epoch``; True when it is the best so far."""
+        best = state.best_value
+        if best is None or (value < best if self.lower else value > best):
+            state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+            return True
+        state.bad_epochs += 1
+        return False
+
+
+class Stopping:
+    """When a run ends (all epochs, or early stopping) and when it pauses (``--stop-after``)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.epochs, self.patience, self.stop_after = cfg.epochs, cfg.patience, cfg.stop_after
+
+    def after_epoch(self, state: RunState) -> str | None:
+        """Mark ``state`` done and say why (``early`` or ``epochs``), or None to go on."""
+        reason = ("early" if self.patience and state.bad_epochs >= self.patience
+                  else "epochs" if state.epoch >= self.epochs else None)
+        state.done = reason is not None
+        return reason
+
+    def pause(self, state: RunState) -> bool:
+        return not state.done and bool(self.stop_after) and state.epoch >= self.stop_after
+
+
 class Trainer:
-    """One run: builds task, head and optimizer, trains with checkpoints, resumes from ``out`` if present."""
+    """One run: builds task, head and optimizer, trains with one commit per epoch, resumes from ``out``.
+
+    Its jobs: ``train_epoch`` (the optimizer steps), ``validate``, ``BestTracker`` (which epoch is best),
+    ``Stopping`` (end, early stop, pause), ``_checkpoint`` (one atomic commit per epoch through ``RunDir``)
+    and ``finish`` (the best checkpoint on test, plots, summary).
+    """
 
     def __init__(self, cfg: TrainConfig, out: str | Path, corpus: Corpus, progress: bool = True,
                  log: Callable = print):
         from heads import InputSpec, build_head
 
         cfg.check()
-        self.cfg, self.out, self.corpus, self.progress, self.log = cfg, Path(out), corpus, progress, log
+        self.cfg, self.corpus, self.progress, self.log = cfg, corpus, progress, log
+        self.dir = RunDir(out)
+        self.out = self.dir.path
+        self.dir.refuse_file()
         utts = corpus.utterances
+        self._refuse_all_train_failed()
         self.split = split_indices(utts, cfg, log)
+        used = [utts[i] for k in ("train", "valid", "test") for i in self.split[k]]
+        require_labels(used, "of train/valid/test")
         train_utts = [utts[i] for i in self.split["train"]]
         other = [utts[i] for k in ("valid", "test") for i in self.split[k]]
         self.task = build_task(cfg.task, train_utts, other, cfg.class_weights)
-        self.targets = self.task.targets(utts)
+        used_idx = np.concatenate([self.split[k] for k in ("train", "valid", "test")]).astype(np.int64)
+        t = self.task.targets(used)
+        self.targets = np.zeros((len(utts), *t.shape[1:]), t.dtype)   # by corpus index; unused rows stay 0
+        self.targets[used_idx] = t
         self.metric = cfg.best_metric or self.task.best_metric
+        self.task.check_metric(self.metric, self.task.labels)
+        self.best = BestTracker(self.metric, self.metric in self.task.lower_is_better)
+        self.stopping = Stopping(cfg)
         torch.manual_seed(cfg.seed)
         inputs = {m: InputSpec(len(corpus.tables[m].prep.layers), corpus.metas[m].dim) for m in cfg.modalities}
         self.model = build_head(cfg.head, inputs, self.task.n_outputs, cfg.head_options)
@@ -185,18 +301,29 @@ class Trainer:
         n_batches = -(-len(self.split["train"]) // cfg.batch_size)
         self.steps_per_epoch = -(-n_batches // cfg.accum)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.state = {"epoch": 0, "step": 0, "best_value": None, "best_epoch": None, "bad_epochs": 0, "done": False}
+        self.state = RunState()
+        self.rows: list[dict] = []
         self.data_wait = 0.0
         self.train_time = 0.0
+
+    def _refuse_all_train_failed(self) -> None:
+        man = self.corpus.manifest
+        if man is None or self.cfg.fold_key:
+            return
+        train = [u for u in man if u.split == "train"]
+        if train and all(u.id in self.corpus.excluded for u in train):
+            raise StoreError(all_failed(train, self.corpus.stores, "split=train utterances"))
 
     # --- run folder -----------------------------------------------------------
     def resolved_config(self) -> dict:
         c = self.corpus
         return {
+            "run_format": RUN_FORMAT,
             "train": dataclasses.asdict(self.cfg), "head": self.model.describe(), "task": self.task.describe(),
             "modalities": self.cfg.modalities, "best_metric": self.metric,
             "stores": {m: c.paths[m] for m in self.cfg.modalities},
             "store_meta": {m: dataclasses.asdict(c.metas[m]) for m in self.cfg.modalities},
+            "store_content": {m: c.tables[m].store.content_fingerprint() for m in self.cfg.modalities},
             "preprocess": {m: c.tables[m].prep.to_dict() for m in self.cfg.modalities},
             "manifest_fingerprint": c.metas[self.cfg.modalities[0]].manifest_fingerprint,
             "splits": {k: int(len(v)) for k, v in self.split.items()},
@@ -204,58 +331,72 @@ class Trainer:
         }
 
     def _start_or_resume(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        cfg_file = self.out / "config.json"
-        if (self.out / "last.json").is_file() and cfg_file.is_file():
-            old = json.loads(cfg_file.read_text())["train"]
-            old = {k: v for k, v in old.items() if k not in NOT_IDENTITY}
-            new = self.cfg.identity()
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if diff:
-                k = diff[0]
-                raise ConfigError(f"{self.out} holds a run with {k}={old.get(k)!r}, this one has {k}={new.get(k)!r}; "
-                                  f"re-run with the same options to resume it, or pass a new --out")
-            self.state = json.loads((self.out / "last.json").read_text())
-            load_weights(self.model, self.out / "last.safetensors")
-            st = load_checkpoint(self.out / "last.state.pt", "run state", fix="delete the run folder and train again")
+        """Resume from the folder's last commit, or start afresh (writing config.json and excluded.json)."""
+        if self.dir.has("last"):
+            self._resume()
+            return
+        self.dir.reset()
+        self.dir.write_config(self.resolved_config())
+        if self.corpus.excluded:
+            self.dir.write_excluded(self.corpus.excluded)
+        self.state, self.rows = RunState(), []
+
+    def _resume(self) -> None:
+        old = self.dir.read_config()
+        before = {k: v for k, v in old["train"].items() if k not in NOT_IDENTITY}
+        new = self.cfg.identity()
+        diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"{self.out} holds a run with {k}={before.get(k)!r}, this one has {k}={new.get(k)!r}; "
+                              f"re-run with the same options to resume it, or pass a new --out")
+        if old.get("run_format") != RUN_FORMAT:
+            raise ConfigError(f"{self.out} was written by an older imo (run format {old.get('run_format', 1)}); it "
+                              f"cannot be resumed safely: pass a new --out")
+        check_run_stores(self.dir, old, self.corpus.stores)
+        record, weights, st = self.dir.read_checkpoint("last", with_state=True, strict=True)
+        self.state = RunState.from_record(record, self.dir.file(self.dir.record_name("last")))
+        load_weights_into(self.model, weights, self.dir.file(self.dir.weights_name("last")))
+        try:
             self.opt.load_state_dict(st["optimizer"])
             torch.set_rng_state(st["torch_rng"])
-            self._truncate_log(self.state["epoch"])
-            if not self.state["done"]:
-                self.log(f"resuming {self.out} after epoch {self.state['epoch']}")
-        else:
-            for f in ("metrics.jsonl", "best.json", "best.safetensors"):
-                (self.out / f).unlink(missing_ok=True)
-        write_json(cfg_file, self.resolved_config())
-        if self.corpus.excluded:
-            write_json(self.out / "excluded.json", self.corpus.excluded)
-
-    def _truncate_log(self, epoch: int) -> None:
-        f = self.out / "metrics.jsonl"
-        if f.is_file():
-            keep = [ln for ln in f.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] <= epoch]
-            f.write_text("".join(ln + "\n" for ln in keep))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"{self.dir.file(self.dir.STATE)} does not fit this run's optimizer ({e}); delete "
+                              f"the run folder or pass a new --out") from None
+        self.rows = self.dir.read_metrics()
+        if [r.get("epoch") for r in self.rows] != list(range(1, self.state.epoch + 1)):
+            raise ConfigError(f"{self.dir.file(self.dir.METRICS)} does not hold epochs 1..{self.state.epoch} of "
+                              f"last.json; delete the run folder or pass a new --out")
+        if not self.state.done:
+            self.log(f"resuming {self.out} after epoch {self.state.epoch}")
 
     def history(self) -> list[dict]:
-        f = self.out / "metrics.jsonl"
-        return [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()] if f.is_file() else []
+        return self.dir.read_metrics()
 
-    def _save_last(self) -> None:
-        save_weights(self.model, self.out / "last.safetensors")
-        tmp = self.out / "last.state.pt.tmp"
-        torch.save({"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
-        tmp.replace(self.out / "last.state.pt")
-        write_json(self.out / "last.json", self.state)
+    def _checkpoint(self, improved: bool, valid_metrics: dict) -> None:
+        """One commit: metrics.jsonl, best.* (if ``improved``) and last.*, visible together or not at all."""
+        c = self.dir.commit()
+        c.stage(self.dir.METRICS, "".join(json.dumps(r, allow_nan=False) + "\n" for r in self.rows).encode())
+        if improved:
+            c.stage_checkpoint("best", self.model, {"epoch": self.state.epoch, "metric": self.metric,
+                                                    "value": self.state.best_value, "valid": valid_metrics,
+                                                    "head": self.model.describe()})
+        c.stage_checkpoint("last", self.model, dataclasses.asdict(self.state),
+                           state={"optimizer": self.opt.state_dict(), "torch_rng": torch.get_rng_state()},
+                           covers=(self.dir.METRICS,))
+        c.apply()
 
     # --- loop -------------------------------------------------------------------
-    def _better(self, value: float) -> bool:
-        best = self.state["best_value"]
-        if best is None:
-            return True
-        return value < best if self.metric in LOWER_IS_BETTER else value > best
+    def _diverged(self, epoch: int, what: str) -> ConfigError:
+        kept = (f"its last good checkpoint (epoch {self.state.epoch}) is kept" if self.state.epoch
+                else "no epoch was committed")
+        return ConfigError(
+            f"run {self.out} stopped at epoch {epoch}: {what} became non-finite (NaN or infinity); {kept}. Lower "
+            f"--lr (now {self.cfg.lr:g}) or set --clip, and train into a new --out; if it persists, "
+            f"{verify_hint(self.corpus.paths.values())}")
 
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the training split; returns the mean loss."""
+        """One pass over the training split; returns the mean loss (ConfigError at a non-finite loss)."""
         cfg = self.cfg
         self.model.train()
         it = batches(self.corpus, self.split["train"], cfg.batch_size, seed=cfg.seed * 100_003 + epoch,
@@ -265,103 +406,135 @@ class Trainer:
                    file=sys.stderr, leave=False)
         total, count, k = 0.0, 0, 0
         t_start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            try:
-                _, x, y = next(it)
-            except StopIteration:
-                break
-            self.data_wait += time.perf_counter() - t0
-            group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
-            loss = self.task.loss(self.model(x), y)
-            (loss / group).backward()
-            total, count, k = total + float(loss.detach()) * len(y), count + len(y), k + 1
-            if k % cfg.accum == 0 or k == n_batches:
-                if cfg.clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr_at(self.state["step"], self.total_steps, cfg)
-                self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
-                self.state["step"] += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        bar.close()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    _, x, y = next(it)
+                except StopIteration:
+                    break
+                self.data_wait += time.perf_counter() - t0
+                group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
+                loss = self.task.loss(self.model(x), y)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise self._diverged(epoch, f"the training loss (batch {k + 1} of {n_batches})")
+                (loss / group).backward()
+                total, count, k = total + value * len(y), count + len(y), k + 1
+                if k % cfg.accum == 0 or k == n_batches:
+                    if cfg.clip > 0:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                    for g in self.opt.param_groups:
+                        g["lr"] = lr_at(self.state.step, self.total_steps, cfg)
+                    try:
+                        self.opt.step()
+                    except RuntimeError as e:          # AdamW's step size overflows float32 at absurd rates
+                        if "overflow" not in str(e):
+                            raise
+                        raise self._diverged(epoch, f"the optimizer step (batch {k} of {n_batches})") from None
+                    self.opt.zero_grad(set_to_none=True)
+                    self.state.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        finally:
+            bar.close()
+            it.close()
         self.train_time += time.perf_counter() - t_start
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise self._diverged(epoch, f"the weights ({bad[0]})")
         return total / max(count, 1)
+
+    def validate(self, epoch: int) -> tuple[dict, float | None]:
+        """(metrics, loss) on the valid split; ConfigError when an output or a metric is not finite."""
+        logits = predict_split(self.model, self.corpus, self.split["valid"], self.cfg.batch_size)
+        bad = nonfinite_rows(logits)
+        if len(bad):
+            uid = self.corpus.utterances[int(self.split["valid"][bad[0]])].id
+            raise self._diverged(epoch, f"the validation outputs ({len(bad)} utterance(s), e.g. {uid!r})")
+        _, vm, vloss = score(self.task, logits, self.targets[self.split["valid"]])
+        if vm and self.metric not in vm:
+            raise ConfigError(f"--best-metric {self.metric!r} is not defined on this valid split (it has "
+                              f"{', '.join(k for k, v in vm.items() if isinstance(v, (int, float)))}); pick another")
+        odd = [k for k, v in {"loss": vloss, **vm}.items() if isinstance(v, float) and not math.isfinite(v)]
+        if odd:
+            raise self._diverged(epoch, f"the validation {odd[0]}")
+        return vm, vloss
 
     def run(self) -> dict:
         """Train (or resume) to the end; returns the summary (also written to summary.json)."""
         before = torch.get_num_threads()
         torch.set_num_threads(self.cfg.threads)
         try:
-            return self._run()
+            with self.dir.training():
+                return self._run()
         finally:
             torch.set_num_threads(before)
 
     def _run(self) -> dict:
         self._start_or_resume()
         cfg = self.cfg
-        if self.state["done"]:
-            if not (self.out / "summary.json").is_file():  # stopped between the last checkpoint and the summary
+        if self.state.done:
+            if not (self.out / RunDir.SUMMARY).is_file():  # stopped between the last commit and the summary
                 return self.finish()
             self.log(f"{self.out} is already trained; delete it or pass a new --out to train again")
-            return json.loads((self.out / "summary.json").read_text())
+            return self.dir.read_json(RunDir.SUMMARY)
         self.log(f"training {cfg.head} on {'+'.join(cfg.modalities)} ({self.resolved_config()['parameters']:,} "
                  f"parameters): {len(self.split['train'])} train, {len(self.split['valid'])} valid, "
                  f"{len(self.split['test'])} test; {cfg.epochs} epochs -> {self.out}")
-        while self.state["epoch"] < cfg.epochs:
-            epoch = self.state["epoch"] + 1
+        while True:
+            epoch = self.state.epoch + 1
             t0 = time.perf_counter()
             train_loss = self.train_epoch(epoch)
-            _, vm, vloss = evaluate_split(self.model, self.task, self.corpus, self.split["valid"], self.targets,
-                                          cfg.batch_size)
-            if vm and self.metric not in vm:
-                raise ConfigError(f"--best-metric {self.metric!r} is not a {self.task.name} metric; valid: "
-                                  f"{', '.join(k for k, v in vm.items() if isinstance(v, (int, float)))}")
-            row = {"epoch": epoch, "step": self.state["step"], "lr": self.opt.param_groups[0]["lr"],
-                   "train_loss": train_loss, "valid_loss": vloss, **_scalars(vm, "valid"),
-                   "seconds": time.perf_counter() - t0}
-            with (self.out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            self.state["epoch"] = epoch
-            value = vm.get(self.metric, train_loss if self.metric in LOWER_IS_BETTER else -train_loss)
-            if self._better(value):
-                self.state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-                save_weights(self.model, self.out / "best.safetensors")
-                write_json(self.out / "best.json", {"epoch": epoch, "metric": self.metric, "value": value,
-                                                    "valid": vm, "head": self.model.describe()})
-            else:
-                self.state["bad_epochs"] += 1
-            stop = cfg.patience and self.state["bad_epochs"] >= cfg.patience
-            if stop:
-                self.log(f"early stop after epoch {epoch}: valid {self.metric} did not improve for {cfg.patience} epochs")
-            self.state["done"] = bool(stop) or epoch >= cfg.epochs
-            self._save_last()
-            self.log(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss {vloss:.4f}, valid {self.metric} "
-                     f"{value:.4f} (best {self.state['best_value']:.4f} @ {self.state['best_epoch']})")
-            if self.state["done"]:
-                break
-            if cfg.stop_after and epoch >= cfg.stop_after:
+            vm, vloss = self.validate(epoch)
+            value = vm.get(self.metric, train_loss if self.best.lower else -train_loss)
+            self.state.epoch = epoch
+            improved = self.best.update(self.state, value, epoch)
+            reason = self.stopping.after_epoch(self.state)
+            self.rows.append({"epoch": epoch, "step": self.state.step, "lr": self.opt.param_groups[0]["lr"],
+                              "train_loss": train_loss, "valid_loss": vloss, **_scalars(vm, "valid"),
+                              "seconds": time.perf_counter() - t0})
+            self._checkpoint(improved, vm)
+            if reason == "early":
+                self.log(f"early stop after epoch {epoch}: valid {self.metric} did not improve for "
+                         f"{cfg.patience} epochs")
+            self.log(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss "
+                     f"{'-' if vloss is None else f'{vloss:.4f}'}, valid {self.metric} {value:.4f} "
+                     f"(best {self.state.best_value:.4f} @ {self.state.best_epoch})")
+            if self.state.done:
+                return self.finish()
+            if self.stopping.pause(self.state):
                 self.log(f"stopping after epoch {epoch} (--stop-after); re-run the same command to resume")
                 return {"stopped_after": epoch}
-        return self.finish()
 
     def finish(self) -> dict:
         """Best weights -> test (else valid) metrics, plots and summary.json."""
-        load_weights(self.model, self.out / "best.safetensors")
+        _, weights, _ = self.dir.read_checkpoint("best")
+        load_weights_into(self.model, weights, self.dir.file(self.dir.weights_name("best")))
         split = "test" if len(self.split["test"]) else "valid"
-        out, m, loss = evaluate_split(self.model, self.task, self.corpus, self.split[split], self.targets,
-                                      self.cfg.batch_size)
-        plot_curves(self.history(), self.metric, self.out / "curves.png")
+        logits = predict_split(self.model, self.corpus, self.split[split], self.cfg.batch_size)
+        bad = nonfinite_rows(logits)
+        if len(bad):
+            uid = self.corpus.utterances[int(self.split[split][bad[0]])].id
+            raise ConfigError(f"run {self.out}: the best checkpoint gives non-finite outputs on {len(bad)} {split} "
+                              f"utterance(s) (e.g. {uid!r}); their features are out of range: "
+                              f"{verify_hint(self.corpus.paths.values())}")
+        out, m, loss = score(self.task, logits, self.targets[self.split[split]])
+        odd = [k for k, v in {"loss": loss, **m}.items() if isinstance(v, float) and not math.isfinite(v)]
+        if odd:
+            raise ConfigError(f"run {self.out}: the {split} {odd[0]} of the best checkpoint is not finite; "
+                              f"{verify_hint(self.corpus.paths.values())}")
+        history = self.dir.read_metrics()
+        self.dir.plot(RunDir.CURVES, lambda p: plot_curves(history, self.metric, p))
         if m:
             cm, names = confusion_for(self.task, m, self.targets[self.split[split]], out)
-            plot_confusion(cm, names, self.out / "confusion_matrix.png", f"{split} (best epoch {self.state['best_epoch']})")
-        summary = {"best_epoch": self.state["best_epoch"], "best_metric": self.metric,
-                   "best_valid": self.state["best_value"], "eval_split": split, split: m, f"{split}_loss": loss,
-                   "epochs_run": self.state["epoch"], "train_seconds": self.train_time,
+            self.dir.plot(RunDir.CONFUSION, lambda p: plot_confusion(
+                cm, names, p, f"{split} (best epoch {self.state.best_epoch})"))
+        summary = {"best_epoch": self.state.best_epoch, "best_metric": self.metric,
+                   "best_valid": self.state.best_value, "eval_split": split, split: m, f"{split}_loss": loss,
+                   "epochs_run": self.state.epoch, "train_seconds": self.train_time,
                    "data_wait_share": self.data_wait / self.train_time if self.train_time else None}
-        write_json(self.out / "summary.json", summary)
+        self.dir.write_summary(summary)
         return summary
 
 
@@ -378,6 +551,8 @@ def load_corpus(cfg: TrainConfig, progress: bool = True, log: Callable = print) 
 def train(cfg: TrainConfig, out: str | Path, corpus: Corpus | None = None, progress: bool = True,
           log: Callable = print) -> dict:
     """Train one run into ``out`` (resuming if it holds one); returns its summary."""
+    cfg.check()
+    RunDir(out).refuse_file()
     if corpus is None:
         _, corpus = load_corpus(cfg, progress, log)
     return Trainer(cfg, out, corpus, progress, log).run()
@@ -385,32 +560,34 @@ def train(cfg: TrainConfig, out: str | Path, corpus: Corpus | None = None, progr
 
 def cross_validate(cfg: TrainConfig, out: str | Path, fold_key: str, progress: bool = True,
                    log: Callable = print) -> dict:
-    """Leave-one-group-out over manifest field ``fold_key``: a run per group in ``out/fold-<group>``,
-    then each fold's test metrics and their mean ± std in ``out/cv.json``."""
-    out = Path(out)
+    """Leave-one-group-out over manifest field ``fold_key``: a run per group in ``out/fold-<name>`` (``name``:
+    the group made a safe folder name), then each fold's test metrics and their mean ± std in ``out/cv.json``."""
+    cfg.check()
+    parent = RunDir(out)
+    parent.require_cv_parent()
     _, corpus = load_corpus(cfg, progress, log)
     groups = sorted({group_of(u, fold_key) for u in corpus.utterances})
     if len(groups) < 2:
         raise ConfigError(f"--folds {fold_key}: need at least two groups, the manifest has {groups}")
+    runs = {g: parent.fold(g) for g in groups}
+    seen: dict[str, str] = {}
+    for g, rd in runs.items():
+        if rd.path.name in seen:
+            raise ConfigError(f"--folds {fold_key}: groups {seen[rd.path.name]!r} and {g!r} map to the same folder "
+                              f"{rd.path.name}; rename one of them in the manifest")
+        seen[rd.path.name] = g
     folds = {}
     for g in groups:
-        log(f"--- fold {fold_key}={g} ({groups.index(g) + 1}/{len(groups)})")
+        log(f"--- fold {fold_key}={g} ({groups.index(g) + 1}/{len(groups)}) -> {runs[g].path}")
         fcfg = dataclasses.replace(cfg, fold_key=fold_key, test_group=g)
-        summary = Trainer(fcfg, out / f"fold-{g}", corpus, progress, log).run()
+        summary = Trainer(fcfg, runs[g].path, corpus, progress, log).run()
         if "stopped_after" in summary:
             return {"stopped_after": summary["stopped_after"], "fold": g}
         folds[g] = {k: v for k, v in summary["test"].items() if isinstance(v, (int, float))}
     keys = list(next(iter(folds.values())))
     mean = {k: float(np.mean([f[k] for f in folds.values()])) for k in keys}
     std = {k: float(np.std([f[k] for f in folds.values()])) for k in keys}
-    result = {"fold_key": fold_key, "folds": folds, "mean": mean, "std": std}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "cv.json", result)
+    result = {"fold_key": fold_key, "folds": folds, "folders": {g: rd.path.name for g, rd in runs.items()},
+              "mean": mean, "std": std}
+    parent.write_cv(result)
     return result
-
-
-def per_class(summary_metrics: dict, task: Task) -> list[dict]:
-    """Per-class rows for a classification summary (empty for other tasks)."""
-    if task.name != "classification":
-        return []
-    return per_class_table(summary_metrics["confusion"], task.labels)
