@@ -39,3 +39,19 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+def declared_names(package: str, decorator: str) -> list[str]:
+    """Names registered in ``package``'s modules with ``@decorator("name")``, read from the source without
+    importing it (for `--help` texts, so that `imo` starts without importing torch). A test keeps this
+    equal to the imported registry."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    pattern = re.compile(rf"^@{decorator}\(\s*[\"']([^\"']+)[\"']", re.M)   # decorators at the start of a line
+    return sorted({name for folder in spec.submodule_search_locations for f in Path(folder).glob("*.py")
+                   for name in pattern.findall(f.read_text(encoding="utf-8"))})

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,41 +36,7 @@ from store_utils import QUIET, SHAPES, make_partial_info_set, one_thread, write_
 HEAD = ["--head", "concat", "--head-opt", "hidden=8", "--batch-size", "8", "--lr", "3e-3", "--no-progress"]
 
 
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error(self) -> str:
-        lines = self.stderr.strip().splitlines()
-        return lines[-1] if lines else ""
-
-
-@pytest.fixture
-def imo(monkeypatch, capsys):
-    """``imo(*args, cwd=None)``: the real `imo` entry point, in this process (the same contract as the ``imo``
-    fixture that main's tests/conftest.py provides; this local copy goes when the branches meet)."""
-    from imo_pipeline import cli
-
-    def call(*args, cwd: Path | None = None) -> CliResult:
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["imo", *map(str, args)])
-        capsys.readouterr()
-        code = 0
-        try:
-            cli.run()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out, err = capsys.readouterr()
-        return CliResult(code, out, err)
-
-    return call
-
-
-def refused(r: CliResult, *fragments: str) -> str:
+def refused(r, *fragments: str) -> str:
     """Assert exit status 2 with one `error:` line (no traceback) holding every fragment."""
     assert r.code == 2, (r.code, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
@@ -596,16 +562,6 @@ def test_predict_features_that_overflow_float16_are_refused(stopped):
         run.predict([item])
 
 
-def labels_optional() -> bool:
-    """Whether manifests may leave out ``label`` (issue 16's manifest change)."""
-    from imo_pipeline.manifest import parse_line
-    try:
-        return parse_line({"id": "x"}, "probe").label is None
-    except ManifestError:
-        return False
-
-
-@pytest.mark.skipif(not labels_optional(), reason="manifest lines without a label arrive with issue 16")
 def test_evaluate_refuses_unlabeled_utterances_of_its_split(project, stopped, imo, tmp_path):
     lines = [json.loads(x) for x in (project / "m.jsonl").read_text().splitlines()]
     test_ids = [x["id"] for x in lines if x["split"] == "test"]

@@ -39,7 +39,7 @@ def test_train_and_evaluate_as_written(project):
     cfg = json.loads((project / "runs/at/config.json").read_text())
     assert cfg["stores"] == {"audio": str(project / "cache/audio.zarr"), "text": str(project / "cache/text.zarr")}
     assert cfg["store_meta"]["audio"]["encoder"]["type"] == "synthetic"
-    assert cfg["preprocess"]["audio"] == {"layers": [1], "downsample": 4}
+    assert cfg["preprocess"]["audio"] == {"layers": [1], "downsample": 4, "dtype": "float16"}
     r = imo(project, "evaluate", "runs/at", "--split", "test")
     assert r.returncode == 0, r.stderr
     assert "f1_macro" in r.stdout and "precision" in r.stdout and "ang" in r.stdout
@@ -74,3 +74,13 @@ def test_errors_are_one_line_with_status_2(project, args, message):
     assert r.returncode == 2, (r.stdout, r.stderr)
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last
+
+
+def test_head_help_lists_the_registry():
+    """`imo train --help` names the heads without importing torch; the list is the registry's."""
+    from heads import HEADS
+    from imo_pipeline.registry import declared_names
+
+    assert declared_names("heads", "register_head") == HEADS.names()
+    from extractors import EXTRACTORS
+    assert declared_names("extractors", "register_extractor") == EXTRACTORS.names()

@@ -10,6 +10,7 @@ import typer
 from ..errors import ConfigError
 from ..paths import is_url
 from ..project import load_project, parse_modality
+from ..registry import declared_names
 
 
 def parse_pairs(values: list[str], option: str, modality_keys: bool = True) -> dict[str, str]:
@@ -35,7 +36,7 @@ def _value(text: str):
 def train(
     modalities: str = typer.Option(..., "--modalities", "-m", help="Comma list of a/t/v (audio, text, video)."),
     out: Path = typer.Option(..., help="Run folder, e.g. runs/NAME (re-running the same command resumes)."),
-    head: str = typer.Option("cross_attention", help="Fusion head: cross_attention, concat or probe."),
+    head: str = typer.Option("cross_attention", help=f"Fusion head: {', '.join(declared_names('heads', 'register_head'))}."),
     head_opt: List[str] = typer.Option([], "--head-opt", help="Head option KEY=VALUE, e.g. d_model=256 (repeatable)."),
     task: str = typer.Option("classification", help="classification, binary (one decision per emotion) or regression."),
     class_weights: str = typer.Option("none", help="none or balanced (inverse class frequency)."),
@@ -64,7 +65,7 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train only the fusion head on cached embeddings; writes config, metrics log, checkpoints and plots to --out."""
-    from heads import HEADS
+    from heads import head_config
 
     from ..training.runs import RunDir
     from ..training.trainer import TrainConfig, cross_validate, train as run_train
@@ -72,7 +73,8 @@ def train(
     mods = [parse_modality(m) for m in modalities.split(",") if m.strip()]
     if len(set(mods)) != len(mods) or not mods:
         raise ConfigError(f"--modalities {modalities!r}: name each of a, t, v at most once")
-    HEADS.get(head)
+    head_options = {k: _value(v) for k, v in parse_pairs(head_opt, "--head-opt", False).items()}
+    head_config(head, head_options)       # unknown head or bad --head-opt: refused before any store is read
     project = load_project()
     given = parse_pairs(store, "--store")
     stores = {m: str(Path(given[m]).resolve() if not is_url(given[m]) else given[m]) if m in given
@@ -87,7 +89,7 @@ def train(
     root = data_root or project.data_root
     cfg = TrainConfig(
         modalities=mods, stores=stores, manifest=str(Path(man).resolve()), data_root=str(root) if root else None,
-        head=head, head_options={k: _value(v) for k, v in parse_pairs(head_opt, "--head-opt", False).items()},
+        head=head, head_options=head_options,
         task=task, class_weights=class_weights,
         downsample={m: _value(v) for m, v in parse_pairs(downsample, "--downsample").items()},
         epochs=epochs, batch_size=batch_size, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, warmup=warmup,

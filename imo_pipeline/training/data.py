@@ -31,13 +31,14 @@ AUTO_RATE = 12.5  # frames/s that "auto" downsampling aims at (50 fps wav2vec2 -
 
 @dataclass
 class Preprocess:
-    """How one modality's stored ``[T, L, D]`` array becomes head input ``[T', L', D]`` float16."""
+    """How one modality's stored ``[T, L, D]`` array becomes head input ``[T', L', D]`` in the store's dtype."""
 
     layers: list[int]       # positions among the stored layers
     downsample: int = 1     # mean over non-overlapping windows of this many frames
+    dtype: str = "float16"  # the store's value dtype (float32 stores keep values beyond float16's range)
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
-        """Select layers, downsample in float32, return float16 (the dtype of stored values)."""
+        """Select layers, downsample in float32, return the store's dtype."""
         x = np.asarray(arr)[:, self.layers].astype(np.float32)       # (T, L', D)
         k = self.downsample
         if k > 1 and len(x) > 1:
@@ -50,7 +51,7 @@ class Preprocess:
             counts[-1] = k - pad
             x = x.reshape(n, k, *x.shape[1:]).sum(1) / counts[:, None, None]  # (T', L', D)
         with np.errstate(over="ignore"):     # out-of-range values become inf, refused by their consumer
-            return x.astype(np.float16)
+            return x.astype(self.dtype, copy=False)
 
     def out_length(self, T: int) -> int:
         return -(-T // self.downsample) if T > 1 else T
@@ -68,11 +69,11 @@ def make_preprocess(meta: StoreMeta, head_layers: str, downsample: int | str = "
         k = max(1, int(round(rate / AUTO_RATE))) if meta.modality == "audio" and rate else 1
     else:
         k = max(1, int(downsample))
-    return Preprocess(layers, k)
+    return Preprocess(layers, k, meta.dtype)
 
 
 class Table:
-    """One modality's preprocessed utterances in corpus order: in memory (float16) or read lazily."""
+    """One modality's preprocessed utterances in corpus order: in memory (store dtype) or read lazily."""
 
     def __init__(self, store: EmbeddingStore, rows: list[int], prep: Preprocess, in_memory: bool,
                  progress: bool = True):
@@ -86,7 +87,7 @@ class Table:
 
     def _load(self, progress: bool) -> None:
         L, D = len(self.prep.layers), self.store.dim
-        self.values = np.empty((int(self.offsets[-1]), L, D), np.float16)
+        self.values = np.empty((int(self.offsets[-1]), L, D), self.prep.dtype)
         where = {r: k for k, r in enumerate(self.rows)}
         bar = tqdm(total=len(self.rows), desc=f"load {self.store.modality}", unit="utt", disable=not progress,
                    file=sys.stderr)
@@ -98,7 +99,7 @@ class Table:
         bar.close()
 
     def __getitem__(self, k: int) -> np.ndarray:
-        """Utterance ``k`` of the corpus, float16 ``[T', L', D]``."""
+        """Utterance ``k`` of the corpus, ``[T', L', D]`` in the store's dtype."""
         if self.values is not None:
             return self.values[self.offsets[k]:self.offsets[k + 1]]
         return self.prep.apply(self.store.get(self.rows[k]))
@@ -172,7 +173,7 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path | EmbeddingStor
     estimate = 0
     for m, st in opened.items():
         raw = st.lengths()[rows[m]]
-        estimate += sum(preps[m].out_length(int(t)) for t in raw) * len(preps[m].layers) * st.dim * 2
+        estimate += sum(preps[m].out_length(int(t)) for t in raw) * len(preps[m].layers) * st.dim * np.dtype(preps[m].dtype).itemsize
     avail = psutil.virtual_memory().available
     load = in_memory == "yes" or (in_memory == "auto" and estimate <= avail // 2)
     log(f"data: {len(utts)} utterances, {', '.join(f'{m} x{p.downsample} layers {p.layers}' for m, p in preps.items())}; "

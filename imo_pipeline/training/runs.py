@@ -587,7 +587,7 @@ class Run:
 def load_run(path: str | Path, checkpoint: str = "best") -> Run:
     """Load ``runs/NAME`` (``checkpoint``: best or last) for evaluation or prediction; the weights are checked
     against the digest in their record."""
-    from heads import InputSpec, build_head
+    from heads import rebuild_head
 
     rd = RunDir(path)
     if checkpoint not in _CHECKPOINTS:
@@ -596,9 +596,7 @@ def load_run(path: str | Path, checkpoint: str = "best") -> Run:
         raise ConfigError(f"{rd.path} is a file, not a run folder; pass the --out folder of `imo train`")
     cfg = rd.read_config()
     try:
-        h = cfg["head"]
-        model = build_head(h["name"], {m: InputSpec(**s) for m, s in h["inputs"].items()}, h["n_outputs"],
-                           {k: v for k, v in h["config"].items() if k != "type"})
+        model = rebuild_head(cfg["head"])
         store_meta = {m: StoreMeta(**d) for m, d in cfg["store_meta"].items()}
         preprocess = {m: Preprocess(**d) for m, d in cfg["preprocess"].items()}
         task, labels, batch_size = cfg["task"]["name"], cfg["task"]["labels"], int(cfg["train"]["batch_size"])
