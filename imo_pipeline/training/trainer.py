@@ -558,6 +558,22 @@ def train(cfg: TrainConfig, out: str | Path, corpus: Corpus | None = None, progr
     return Trainer(cfg, out, corpus, progress, log).run()
 
 
+def train_runs(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus, progress: bool = True,
+               log: Callable = print) -> list[dict]:
+    """Train several runs on one corpus (folds, seeds, trials), each into its own run folder; their summaries
+    in order. The one entry point for many runs: one at a time today (a run stopped by ``stop_after`` ends
+    the list there); runs of one architecture may later be trained together where results stay the same."""
+    summaries = []
+    for k, (cfg, out) in enumerate(jobs):
+        if len(jobs) > 1:
+            where = f"{cfg.fold_key}={cfg.test_group}, " if cfg.fold_key else ""
+            log(f"--- run {k + 1}/{len(jobs)} ({where}seed {cfg.seed}) -> {out}")
+        summaries.append(Trainer(cfg, out, corpus, progress, log).run())
+        if "stopped_after" in summaries[-1]:
+            break
+    return summaries
+
+
 def cross_validate(cfg: TrainConfig, out: str | Path, fold_key: str, progress: bool = True,
                    log: Callable = print) -> dict:
     """Leave-one-group-out over manifest field ``fold_key``: a run per group in ``out/fold-<name>`` (``name``:
@@ -576,11 +592,10 @@ def cross_validate(cfg: TrainConfig, out: str | Path, fold_key: str, progress: b
             raise ConfigError(f"--folds {fold_key}: groups {seen[rd.path.name]!r} and {g!r} map to the same folder "
                               f"{rd.path.name}; rename one of them in the manifest")
         seen[rd.path.name] = g
+    jobs = [(dataclasses.replace(cfg, fold_key=fold_key, test_group=g), runs[g].path) for g in groups]
+    summaries = train_runs(jobs, corpus, progress, log)
     folds = {}
-    for g in groups:
-        log(f"--- fold {fold_key}={g} ({groups.index(g) + 1}/{len(groups)}) -> {runs[g].path}")
-        fcfg = dataclasses.replace(cfg, fold_key=fold_key, test_group=g)
-        summary = Trainer(fcfg, runs[g].path, corpus, progress, log).run()
+    for g, summary in zip(groups, summaries):
         if "stopped_after" in summary:
             return {"stopped_after": summary["stopped_after"], "fold": g}
         folds[g] = {k: v for k, v in summary["test"].items() if isinstance(v, (int, float))}
