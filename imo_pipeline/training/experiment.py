@@ -27,6 +27,9 @@ from .config import TrainConfig
 from .runs import RunDir
 
 STD_DEFINITION = "sample standard deviation (ddof=1: n-1 in the denominator); null where n < 2"
+#: the order metrics are listed in (the tasks' headline metrics first; any other after them, by name)
+METRIC_ORDER = ("ua", "wa", "f1_macro", "f1_weighted", "acc_mean", "f1_mean", "mae", "corr", "acc7",
+                "acc2_non_zero", "f1_non_zero", "acc2_with_zero", "f1_with_zero")
 
 
 @dataclass
@@ -59,8 +62,10 @@ def mean_std(rows: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, 
 
 
 def scalars(metrics: dict) -> dict[str, float]:
-    """The scalar metrics of a summary's split (the confusion matrix and other lists left out)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The scalar metrics of a summary's split (the confusion matrix and other lists left out), in METRIC_ORDER."""
+    keys = sorted((k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)),
+                  key=lambda k: (METRIC_ORDER.index(k) if k in METRIC_ORDER else len(METRIC_ORDER), k))
+    return {k: float(metrics[k]) for k in keys}
 
 
 def groups_of(corpus_utts: list, fold_key: str) -> list[str]:
@@ -171,29 +176,26 @@ def format_result(result: dict) -> str:
     """The experiment's result as a table: one line per run, then per-fold and per-seed means, then the
     overall mean ± sample std (the definition stated below the table)."""
     keys = list(result["mean"])
-    width = max([12] + [len(r["folder"]) + 1 for r in result["runs"]])
 
     def num(x: float | None) -> str:
         return "-" if x is None or not math.isfinite(x) else f"{x:.4f}"
 
-    def pm(m: dict, s: dict) -> str:
-        return "".join(f"{num(m[k])}±{num(s.get(k)) if s.get(k) is not None else '-'}".rjust(16) for k in keys)
+    def pm(m: dict, s: dict) -> list[str]:
+        return [f"{num(m[k])}±{num(s.get(k))}" for k in keys]
 
-    lines = ["run".ljust(width) + "".join(k[:15].rjust(16) for k in keys)]
-    for r in result["runs"]:
-        lines.append(r["folder"].ljust(width) + "".join(num(r["metrics"].get(k)).rjust(16) for k in keys))
-    if result["kind"] == "cv" and result.get("seeds") is not None:
-        lines.append("per fold (mean ± std over seeds):")
-        for g, v in result["per_fold"].items():
-            lines.append(f"  {g}"[:width].ljust(width) + pm(v["mean"], v["std"]))
-    if result.get("seeds") is not None and result["kind"] == "cv":
-        lines.append("per seed (mean ± std over folds):")
-        for s, v in result["per_seed"].items():
-            lines.append(f"  seed {s}"[:width].ljust(width) + pm(v["mean"], v["std"]))
-    what = {"cv": "folds" if result.get("seeds") is None else "folds x seeds", "seeds": "seeds"}[result["kind"]]
-    lines.append(f"mean ± std ({what}, n={result['n']})".ljust(width) + pm(result["mean"], result["std"]))
-    if result["kind"] == "cv" and result.get("seeds") is not None and len(result["seeds"]) > 1:
-        lines.append("std over seeds (of the per-seed means)".ljust(width)
-                     + "".join(num(result["std_over_seeds"].get(k)).rjust(16) for k in keys))
+    rows: list[tuple[str, list[str]]] = [("run", [k[:15] for k in keys])]
+    rows += [(r["folder"], [num(r["metrics"].get(k)) for k in keys]) for r in result["runs"]]
+    seeded = result.get("seeds") is not None
+    if result["kind"] == "cv" and seeded:
+        rows.append(("per fold (mean±std over seeds):", []))
+        rows += [(f"  {g}", pm(v["mean"], v["std"])) for g, v in result["per_fold"].items()]
+        rows.append(("per seed (mean±std over folds):", []))
+        rows += [(f"  seed {s}", pm(v["mean"], v["std"])) for s, v in result["per_seed"].items()]
+    what = {"cv": "folds x seeds" if seeded else "folds", "seeds": "seeds"}[result["kind"]]
+    rows.append((f"mean±std ({what}, n={result['n']})", pm(result["mean"], result["std"])))
+    if result["kind"] == "cv" and seeded and len(result["seeds"]) > 1:
+        rows.append(("std of the per-seed means", [num(result["std_over_seeds"].get(k)) for k in keys]))
+    width = max(len(label) for label, cells in rows if cells) + 1
+    lines = [label if not cells else label.ljust(width) + "".join(c.rjust(16) for c in cells) for label, cells in rows]
     lines.append(f"std: {result['std_definition']}")
     return "\n".join(lines)
