@@ -243,3 +243,25 @@ def test_a_seed_folder_name_comes_from_a_whole_number_only(tmp_path):
     assert RunDir(tmp_path).seed(3).path == tmp_path / "seed-3"
     with pytest.raises(ConfigError, match="seed '../x'"):
         RunDir(tmp_path).seed("../x")
+
+
+def test_a_run_resumes_only_on_the_splits_it_began_with(project, imo, tmp_path):
+    """A run begun before an option existed resumes with its default; one whose splits would now differ (e.g.
+    begun under another validation rule) is refused rather than trained on other data."""
+    args = ["train", "-m", "t", "--epochs", "3", *HEAD, "--out", tmp_path / "r"]
+    assert imo(*args, "--stop-after", "1", cwd=project).code == 0
+    path = tmp_path / "r" / "config.json"
+    cfg = json.loads(path.read_text())
+    for k in ("valid_rule", "max_frames", "total_updates"):      # as an older imo wrote it
+        del cfg["train"][k]
+    path.write_text(json.dumps(cfg))
+    r = imo(*args, "--stop-after", "2", cwd=project)
+    assert r.code == 0 and "resuming" in r.stderr and "after epoch 1" in r.stderr, r.stderr
+    cfg["splits"]["valid"] += 1
+    path.write_text(json.dumps(cfg))
+    r = imo(*args, cwd=project)
+    assert r.code == 2 and "was trained on splits" in r.error and "pass a new --out" in r.error, r.stderr
+    cfg["splits"]["valid"] -= 1
+    path.write_text(json.dumps(cfg))
+    r = imo(*args, cwd=project)
+    assert r.code == 0 and "resuming" in r.stderr, r.stderr

@@ -123,8 +123,20 @@ class TrainConfig:
         task_class(self.task).check_options(self.class_weights, self.best_metric)
 
     def identity(self) -> dict[str, Any]:
+        """The options that determine the result, as config.json records them."""
         d = json.loads(json.dumps(dataclasses.asdict(self)))
         return {k: v for k, v in d.items() if k not in NOT_IDENTITY}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default as config.json records it (fields without one left out)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = json.loads(json.dumps(f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = json.loads(json.dumps(f.default_factory()))
+        return out
 
 
 @dataclass

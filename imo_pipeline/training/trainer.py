@@ -289,7 +289,8 @@ class Trainer:
         old = self.dir.read_config()
         before = {k: v for k, v in old["train"].items() if k not in NOT_IDENTITY}
         new = self.cfg.identity()
-        diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
+        defaults = TrainConfig.defaults()                     # an option added since the run began has its default
+        diff = sorted(k for k in set(before) | set(new) if before.get(k, defaults.get(k)) != new.get(k))
         if diff:
             k = diff[0]
             raise ConfigError(f"{self.out} holds a run with {k}={before.get(k)!r}, this one has {k}={new.get(k)!r}; "
@@ -297,6 +298,11 @@ class Trainer:
         if old.get("run_format") != RUN_FORMAT:
             raise ConfigError(f"{self.out} was written by an older imo (run format {old.get('run_format', 1)}); it "
                               f"cannot be resumed safely: pass a new --out")
+        now = {k: int(len(v)) for k, v in self.split.items()}
+        if old.get("splits") not in (None, now):
+            raise ConfigError(f"{self.out} was trained on splits {old['splits']}, the same options now give {now} "
+                              f"(the manifest, the excluded utterances or imo's validation rule changed); it cannot "
+                              f"be resumed: pass a new --out")
         check_run_stores(self.dir, old, self.corpus.stores)
         record, weights, st = self.dir.read_checkpoint("last", with_state=True, strict=True)
         self.state = RunState.from_record(record, self.dir.file(self.dir.record_name("last")))
