@@ -71,7 +71,7 @@ def test_seeds_give_a_folder_each_and_mean_std_equal_to_the_per_seed_files(proje
     assert res["n"] == 3 and res["seeds"] == [4, 5, 6] and "ddof=1" in res["std_definition"]
     a, b = load_file(out / "seed-4" / "best.safetensors"), load_file(out / "seed-5" / "best.safetensors")
     assert any(not (a[k] == b[k]).all() for k in a)                       # the seeds are really different runs
-    assert "mean±std (seeds, n=3)" in r.stdout and "ddof=1" in r.stdout and "seed-6" in r.stdout
+    assert "mean ± std (seeds, n=3)" in r.stdout and "ddof=1" in r.stdout and "seed-6" in r.stdout
     # a list of seeds; re-running a finished experiment trains nothing and reports the same
     r = imo("train", "-m", "a,t", "--epochs", "2", *HEAD, "--seeds", "0,2", "--out", "runs/s02", cwd=project)
     assert r.code == 0, r.stderr
@@ -105,7 +105,7 @@ def test_cv_x_seeds_reports_per_fold_per_seed_and_overall(project, imo):
     for g in groups:                                               # the held-out group is the test set of its runs
         cfg = json.loads((out / f"fold-{g}" / "seed-1" / "config.json").read_text())
         assert cfg["train"]["test_group"] == g and cfg["train"]["seed"] == 1
-    assert "per fold (mean±std over seeds)" in r.stdout and "std of the per-seed means" in r.stdout
+    assert "per fold (mean ± std over seeds)" in r.stdout and "std of the per-seed means" in r.stdout
 
 
 def test_cv_x_seeds_resumes_exactly_after_stops(project, imo):

@@ -187,12 +187,12 @@ def format_result(result: dict) -> str:
     rows += [(r["folder"], [num(r["metrics"].get(k)) for k in keys]) for r in result["runs"]]
     seeded = result.get("seeds") is not None
     if result["kind"] == "cv" and seeded:
-        rows.append(("per fold (mean±std over seeds):", []))
+        rows.append(("per fold (mean ± std over seeds):", []))
         rows += [(f"  {g}", pm(v["mean"], v["std"])) for g, v in result["per_fold"].items()]
-        rows.append(("per seed (mean±std over folds):", []))
+        rows.append(("per seed (mean ± std over folds):", []))
         rows += [(f"  seed {s}", pm(v["mean"], v["std"])) for s, v in result["per_seed"].items()]
     what = {"cv": "folds x seeds" if seeded else "folds", "seeds": "seeds"}[result["kind"]]
-    rows.append((f"mean±std ({what}, n={result['n']})", pm(result["mean"], result["std"])))
+    rows.append((f"mean ± std ({what}, n={result['n']})", pm(result["mean"], result["std"])))
     if result["kind"] == "cv" and seeded and len(result["seeds"]) > 1:
         rows.append(("std of the per-seed means", [num(result["std_over_seeds"].get(k)) for k in keys]))
     width = max(len(label) for label, cells in rows if cells) + 1
