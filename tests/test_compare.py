@@ -126,3 +126,14 @@ def test_mixed_protocols_are_refused_in_one_line_and_forced_apart(runs, imo, tmp
 def test_what_cannot_be_compared_is_one_line(runs, imo, tmp_path, args, fragment):
     r = imo("compare", *args, "--out", tmp_path / "c", cwd=runs)
     assert r.code == 2 and fragment in r.error, r.stderr
+
+
+def test_a_cv_folder_of_an_older_imo_is_read_from_its_folders(runs, imo, tmp_path):
+    import shutil
+
+    old = shutil.copytree(runs / "runs/cv", tmp_path / "oldcv")
+    res = json.loads((old / "cv.json").read_text())
+    (old / "cv.json").write_text(json.dumps({k: res[k] for k in ("fold_key", "folds", "folders", "mean", "std")}))
+    r = imo("compare", old, "--out", tmp_path / "c", cwd=runs)
+    assert r.code == 0, r.stderr
+    assert f"{res['mean']['ua']:.3f} ± {res['std']['ua']:.3f}" in r.stdout
