@@ -78,7 +78,8 @@ def test_compare_writes_the_table_csv_and_png_from_the_run_files(runs, imo, tmp_
     assert table["runs/probe-a"][-2] == f"{params:,}"
     means = [float(table[n][9].split(" ")[0]) for n in table]
     ranks = [int(table[n][0]) for n in table]
-    assert ranks == [1, 2, 3] and means == sorted(means, reverse=True)  # ranked by ua
+    assert means == sorted(means, reverse=True)                         # ranked by ua; ties share a rank
+    assert ranks == [1 + sum(x > m + 1e-9 for x in means) for m in means] and ranks[0] == 1
     assert "ddof=1" in md and "Not one protocol" not in md
     rows = list(csv.DictReader(io.StringIO((tmp_path / "cmp" / "compare.csv").read_text())))
     got = {r["run"]: r for r in rows}
@@ -137,3 +138,17 @@ def test_a_cv_folder_of_an_older_imo_is_read_from_its_folders(runs, imo, tmp_pat
     r = imo("compare", old, "--out", tmp_path / "c", cwd=runs)
     assert r.code == 0, r.stderr
     assert f"{res['mean']['ua']:.3f} ± {res['std']['ua']:.3f}" in r.stdout
+
+
+def test_ties_share_a_rank_and_keep_the_order_given():
+    from imo_pipeline.training.compare import Entry, Protocol, rank_entries
+
+    p = Protocol("fp", "split", (), "test", (8,), "classification", ("a", "b"))
+    entries = [Entry(Path(n), "run", [], {}, p, {"ua": v}, {"ua": None})
+               for n, v in (("x", 0.5), ("y", 0.9), ("z", 0.5), ("w", 0.9))]
+    got = rank_entries(entries)
+    assert [(str(e.path), e.rank, e.group) for e in got] == [("y", 1, "A"), ("w", 1, "A"), ("x", 3, "A"), ("z", 3, "A")]
+    mae = Protocol("fp", "split", (), "test", (8,), "regression", None)   # lower is better, ranked apart
+    entries += [Entry(Path(n), "run", [], {}, mae, {"mae": v}, {"mae": None}) for n, v in (("r1", 0.7), ("r2", 0.4))]
+    got = rank_entries(entries)
+    assert [(str(e.path), e.rank, e.group) for e in got[4:]] == [("r2", 1, "B"), ("r1", 2, "B")]

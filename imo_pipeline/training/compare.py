@@ -228,26 +228,31 @@ def compare(paths: list[str | Path], force: bool = False, metric: str | None = N
         if key in seen:
             raise ConfigError(f"{e.path} is given twice; name each run once")
         seen[key] = e.path
-    protocols: list[Protocol] = []
+    first = entries[0].protocol
     for e in entries:
-        if e.protocol not in protocols:
-            if protocols and not force:
-                what, a, b = e.protocol.differences(protocols[0])[0]
-                raise ConfigError(f"cannot rank {entries[0].path} and {e.path}: they differ in {what} ({b} vs {a}); "
-                                  f"compare runs evaluated the same way, or pass --force to list them together "
-                                  f"(marked, ranked apart)")
-            protocols.append(e.protocol)
+        if e.protocol != first and not force:
+            what, a, b = e.protocol.differences(first)[0]
+            raise ConfigError(f"cannot rank {entries[0].path} and {e.path}: they differ in {what} ({b} vs {a}); "
+                              f"compare runs evaluated the same way, or pass --force to list them together "
+                              f"(marked, ranked apart)")
+    return rank_entries(entries, metric)
+
+
+def rank_entries(entries: list[Entry], metric: str | None = None) -> list[Entry]:
+    """Entries grouped by protocol (letters A, B, ... in order of first appearance) and ranked within each by
+    the mean of ``metric`` (best first; ties share a rank and keep the order given)."""
+    protocols = list(dict.fromkeys(e.protocol for e in entries))
+    given = {id(e): i for i, e in enumerate(entries)}
+    for e in entries:
         e.group = chr(ord("A") + protocols.index(e.protocol))
     for p in protocols:
         group = [e for e in entries if e.protocol == p]
         name = primary_metric(group[0], metric)
         lower = name in _lower_is_better(p.task)
-        group.sort(key=lambda e: (e.mean[name] if not lower else -e.mean[name]), reverse=True)
-        for i, e in enumerate(group, 1):
-            e.rank = i
-    order = {p: i for i, p in enumerate(protocols)}
-    entries.sort(key=lambda e: (order[e.protocol], e.rank))
-    return entries
+        score = {id(e): (-e.mean[name] if lower else e.mean[name]) for e in group}
+        for e in group:
+            e.rank = 1 + sum(score[id(x)] > score[id(e)] for x in group)
+    return sorted(entries, key=lambda e: (protocols.index(e.protocol), e.rank, given[id(e)]))
 
 
 def _pm(mean: float | None, std: float | None) -> str:
