@@ -354,10 +354,11 @@ def plot(entries: list[Entry], path: Path, metric: str | None = None) -> Path:
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(y, [f"{n} (n={len(e.runs)})" for n, e in zip(names, entries)], fontsize=8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.85) for c in colors.values()]
-    axes[0][-1].legend(handles, list(colors), title="head", fontsize=7, title_fontsize=7, loc="lower right")
+    fig.legend(handles, list(colors), title="head", fontsize=7, title_fontsize=7, loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(f"{task} on the {entries[0].protocol.eval_split} split", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, format="png")
+    fig.savefig(path, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 
