@@ -167,7 +167,7 @@ def evaluate_run(run: Run, split: str | None = None, manifest: str | None = None
                          preprocess={m: run.preprocess[m] for m in kept})
     if other:
         idx = np.array([i for i, u in enumerate(corpus.utterances) if split is None or u.split == split], np.int64)
-        what = f"{manifest}" + (f" (split {split})" if split else "")
+        what = f"split {split}" if split else f"{manifest}"
         if not len(idx):
             have = sorted({u.split for u in corpus.utterances if u.split})
             raise ConfigError(f"--split {split}: {manifest} has no utterances with split={split!r} (its splits: "
