@@ -123,6 +123,11 @@ def test_label_map_file_and_split_give_the_same_scores(world, tmp_path):
     assert Path(test["json"]).name == RunDir.eval_names("test", "CREMA-D v2")[0]
     b_test = {u.id for u in load_manifest(b_manifest) if u.split == "test" and u.label in OTHER_LABELS}
     assert set(test["ids"]) == b_test and test["left_out"]["n"] == 8     # the unknown labels are all split=test
+    # with video dropped, OTHER's video store is not needed
+    no_video = evaluate_run(run, None, str(b_manifest), {m: str(b_stores[m]) for m in ("audio", "text")},
+                            tmp_path / "e3", label_map=parse_label_map(MAP), drop=["video"], log=lambda *a: None)
+    assert Path(no_video["json"]).name == RunDir.eval_names(None, "CREMA-D v2", ["video"])[0]
+    assert Path(no_video["json"]).name.endswith("-without-video.json") and no_video["ids"] == every["ids"]
     where = {uid: k for k, uid in enumerate(every["ids"])}
     np.testing.assert_allclose(np.array(test["outputs"]), np.array(every["outputs"])[[where[i] for i in test["ids"]]],
                                atol=1e-6)
