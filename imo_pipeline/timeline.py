@@ -50,6 +50,10 @@ from .paths import child, safe_name
 from .predict import Prediction, Predictor
 
 
+def _num(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) else repr(v)
+
+
 @dataclass
 class TimelineConfig:
     """How a recording is cut and transcribed. ``window`` (s) set: fixed windows every ``hop`` s (default:
@@ -64,16 +68,16 @@ class TimelineConfig:
 
     def __post_init__(self) -> None:
         if self.hop is not None and self.window is None:
-            raise ConfigError(f"--hop {self.hop} needs --window: give the window length in seconds too")
+            raise ConfigError(f"--hop {_num(self.hop)} needs --window: give the window length in seconds too")
         if self.window is not None:
             if self.hop is None:
                 self.hop = self.window
             for name in ("window", "hop"):
                 v = getattr(self, name)
                 if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                    raise ConfigError(f"--{name} {v}: give a positive number of seconds, e.g. --window 4 --hop 2")
+                    raise ConfigError(f"--{name} {_num(v)}: give a positive number of seconds, e.g. --window 4 --hop 2")
             if self.window < 0.1:
-                raise ConfigError(f"--window {self.window}: windows shorter than 0.1 s hold too little to label; "
+                raise ConfigError(f"--window {_num(self.window)}: windows shorter than 0.1 s hold too little to label; "
                                   f"use e.g. --window 4")
 
     @property
