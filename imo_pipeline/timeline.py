@@ -384,7 +384,7 @@ class _CsvWriter:
 # --- the PNG -----------------------------------------------------------------------------------------------
 
 _ROW_SECONDS = (20, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1200, 1800, 3600)
-MAX_ROWS = 10                 # rows of the PNG; 16 with transcripts (which need room)
+MAX_ROWS = 10                 # rows of the PNG; 12 with transcripts (which need room)
 _SLACK = 0.05
 WIDTH_IN = 16.0
 
@@ -445,7 +445,7 @@ def plot_timeline(scan: Scan, segments: list[TimelineSegment], path: str | Path,
 
     duration = max(scan.duration, max((s.end for s in segments), default=0.0), 1e-3)
     has_text = any(s.text for s in segments)
-    span = row_seconds(duration, 16 if has_text else MAX_ROWS)
+    span = row_seconds(duration, 12 if has_text else MAX_ROWS)
     rows = n_rows(duration, span)
     labels = next((s.labels for s in segments), None)
     ratios = [0.8, 1.6] + ([1.0] if has_text else [])
@@ -549,11 +549,15 @@ def plot_timeline(scan: Scan, segments: list[TimelineSegment], path: str | Path,
             last.set_xlabel("time (m:ss)" if span >= 60 else "time (s)", fontsize=8, labelpad=1)
         wave.set_title(f"{_clock(x0)} – {_clock(min(x1, duration))}", fontsize=8, loc="left", pad=2)
     handles = [Patch(color=colors[n], label=n) for n in labels or []]
-    handles.append(Patch(facecolor="#dddddd", hatch="///", edgecolor="#999999", label="error"))
-    fig.legend(handles=handles, loc="upper right", ncol=min(12, len(handles)), fontsize=8, frameon=False)
     n_err = sum(1 for s in segments if s.error)
+    if n_err:
+        handles.append(Patch(facecolor="#dddddd", hatch="///", edgecolor="#999999", label="error"))
+    if handles:
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 1 - 0.1 / height),
+                   ncol=min(12, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"{title}   ({_clock(duration)}, {len(segments)} segments"
-                 + (f", {n_err} failed" if n_err else "") + ")", x=0.05, ha="left", fontsize=10)
+                 + (f", {n_err} failed" if n_err else "") + ")", x=0.05, y=1 - 0.12 / height, ha="left", va="top",
+                 fontsize=10)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
