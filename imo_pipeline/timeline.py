@@ -174,8 +174,8 @@ class Timeline:
         self.predictor = predictor
         self.config = config or TimelineConfig()
         if "text" in predictor.modalities and self.config.asr is None and asr is None:
-            raise ConfigError("this run uses text: a timeline gets it from Whisper transcripts; leave out --no-asr "
-                              "(or pass --asr MODEL)")
+            raise ConfigError("this run uses text: a timeline gets it from Whisper transcripts; give the timeline an "
+                              "ASR config (TimelineConfig(asr=ASRConfig()))")
         self.segmenter = segmenter
         if self.segmenter is None and not self.config.windows:
             from .media.segment import Segmenter
@@ -298,7 +298,7 @@ class Timeline:
         names = output_paths(path, out)
         duration = probe(path).duration
         total = duration if math.isfinite(duration) else None
-        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]"
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of the recording [{elapsed}<{remaining}, {rate_fmt}]"
         what = "windows" if self.config.windows else "vad"
         with tqdm(total=total, unit="s", desc=what, disable=not progress, dynamic_ncols=True, bar_format=fmt) as bar:
             scan = self.scan(path, _clamped(bar))

@@ -81,6 +81,33 @@ def test_rows_for_classification_and_regression():
     assert value.to_json()["value"] == 0.25
 
 
+@pytest.mark.parametrize("task", ["classification", "binary", "regression"])
+def test_png_of_every_task_with_failed_and_overlapping_segments(tmp_path, task):
+    from PIL import Image
+
+    from imo_pipeline.media.segment import HOP, FrameScores
+    from imo_pipeline.media.stream import MediaInfo
+    from imo_pipeline.timeline import Scan, plot_timeline
+
+    rng = np.random.default_rng(0)
+    duration = 130.0
+    frames = FrameScores(np.zeros(int(duration / HOP), np.float32),
+                         rng.uniform(-60, -10, int(duration / HOP)).astype(np.float32), duration)
+    labels = None if task == "regression" else ["ang", "hap", "neu"]
+    segs = []
+    for i, (a, b) in enumerate(fixed_windows(duration, 4, 2)):
+        p = rng.dirichlet(np.ones(3)) if task == "classification" else rng.uniform(0, 1, 3)
+        scores = np.array(rng.normal()) if labels is None else p
+        segs.append(TimelineSegment(str(i), None if i == 5 else scores, labels, "no face" if i == 5 else None,
+                                    index=i, start=a, end=b, text="word " * (i % 7) or None))
+    scan = Scan(tmp_path / "x.wav", MediaInfo("x.wav", duration, 16000, 1, False, "soundfile"),
+                [(s.start, s.end) for s in segs], frames)
+    path = plot_timeline(scan, segs, tmp_path / "t.png", title="x", task=task, shade=False)
+    with Image.open(path) as im:
+        assert im.size[0] == 1600 and im.size[1] > 600          # 7 rows of 20 s
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 # --- runs trained on the demo's generated set ---------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -287,12 +314,12 @@ def test_refusals_are_one_line_and_short_files_still_predict(runs, imo, tmp_path
 
 @pytest.mark.slow
 def test_memory_stays_flat_on_long_recordings(runs, tmp_path):
-    """Peak RSS of labelling a 1-minute and an 8-minute recording (44.1 kHz stereo). The 8-minute signal would
-    take 170 MB as decoded, 31 MB at 16 kHz mono: labelling (pass 2) must not grow with the length, and the
-    whole (VAD pass and PNG included) by far less than the signal. Measured: whole 66 vs 88 MB above the
-    loaded run (the PNG's canvas grows up to its 10 rows), labelling 1 vs 3 MB."""
+    """Peak RSS of labelling a 1-minute and a 6-minute recording (44.1 kHz stereo). The 6-minute signal would
+    take 124 MB as decoded, 22 MB at 16 kHz mono: labelling (pass 2) must not grow with the length, and the
+    whole (VAD pass and PNG included) by far less than the signal. Measured above the loaded run: whole
+    53 vs 68 MB (the PNG's canvas grows up to its 10 rows; the VAD pass by 9 MB), labelling 6 vs 2 MB."""
     clips = speech_clips()
-    for name, reps in (("short", 1), ("long", 9)):
+    for name, reps in (("short", 1), ("long", 7)):
         build_recording(tmp_path / f"{name}.wav", clips * reps, seed=6, rate=44100, channels=2)
     code = ("import resource, sys; from imo_pipeline.predict import Predictor; "
             "from imo_pipeline.timeline import Timeline, plot_timeline; "
@@ -311,4 +338,4 @@ def test_memory_stays_flat_on_long_recordings(runs, tmp_path):
         assert int(rows) == int(ok) > 0
         got[name] = float(whole), float(label)
     assert got["long"][0] - got["short"][0] < 40, got
-    assert got["long"][1] - got["short"][1] < 10, got
+    assert got["long"][1] - got["short"][1] < 12, got
