@@ -68,6 +68,12 @@ def predict(
         preds = predictor.predict_manifest(load_manifest(manifest, data_root))
         write_predictions(preds, out)
         failed = [p for p in preds if p.error]
+        partial = [p for p in preds if p.missing]
+        if partial:
+            lacking = ", ".join(sorted({m for p in partial for m in p.missing}))
+            typer.echo(f"note: {len(partial)} utterance(s) lack {lacking} (e.g. {partial[0].id!r}); run {run} was "
+                       f"trained with --modality-dropout {predictor.run.modality_dropout:g} and predicts them from "
+                       f"the modalities they have", err=True)
         typer.echo(f"{len(preds) - len(failed)} predicted, {len(failed)} failed -> {out}")
         for p in failed:
             typer.echo(f"  {p.id}: {p.error}", err=True)
@@ -82,4 +88,9 @@ def predict(
             used[name] = value
         else:
             typer.echo(f"note: ignoring --{name}; run {run} uses {', '.join(predictor.modalities)}", err=True)
-    typer.echo(format_prediction(predictor.predict(**used)))
+    pred = predictor.predict(**used)
+    if pred.missing:
+        have = ", ".join(m for m in predictor.modalities if m not in pred.missing)
+        typer.echo(f"note: no {', '.join(pred.missing)} given; run {run} was trained with --modality-dropout "
+                   f"{predictor.run.modality_dropout:g} and predicts from {have} alone", err=True)
+    typer.echo(format_prediction(pred))

@@ -58,6 +58,8 @@ def train(
     patience: int = typer.Option(0, help="Early stopping: epochs without improvement (0: off)."),
     best_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint (default: ua, f1_mean or mae)."),
     seed: int = typer.Option(0),
+    modality_dropout: float = typer.Option(0.0, help="Per sample, drop each modality with this probability (never "
+                                           "all), so the run can predict when one is missing."),
     downsample: List[str] = typer.Option([], help="MODALITY=K: mean over K frames (default: audio to ~12.5 frames/s)."),
     threads: int = typer.Option(1, help="CPU threads for the head (1 is fastest for small heads; a spare core builds batches)."),
     in_memory: str = typer.Option("auto", help="auto (load when it fits in half the free RAM), yes or no."),
@@ -94,7 +96,7 @@ def train(
         downsample={m: _value(v) for m, v in parse_pairs(downsample, "--downsample").items()},
         epochs=epochs, batch_size=batch_size, lr=lr, betas=b, eps=eps, weight_decay=weight_decay, warmup=warmup,
         schedule=schedule, power=power, clip=clip, accum=accum, patience=patience, best_metric=best_metric,
-        seed=seed, threads=threads, in_memory=in_memory, stop_after=stop_after)
+        seed=seed, threads=threads, in_memory=in_memory, stop_after=stop_after, modality_dropout=modality_dropout)
     cfg.check()
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731
     if folds:

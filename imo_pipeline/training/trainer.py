@@ -29,6 +29,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
 from .data import Corpus, all_failed, batches, open_corpus
+from .missing import ModalityDropout
 from .plots import plot_confusion, plot_curves
 from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
 from .tasks import Task, build_task, require_labels, task_class
@@ -80,6 +81,7 @@ class TrainConfig:
                                            # a spare core assembles batches; more threads oversubscribe a shared CPU)
     in_memory: str = "auto"
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
+    modality_dropout: float = 0.0          # per sample, each modality absent with this probability (never all)
 
     def check(self) -> None:
         """Refuse any option outside its allowed values, with one line naming the option and what is allowed."""
@@ -112,6 +114,9 @@ class TrainConfig:
         need(self.in_memory in IN_MEMORY, "in-memory", self.in_memory, f"use one of {', '.join(IN_MEMORY)}")
         need(_finite(self.valid_fraction) and 0 < self.valid_fraction < 1, "valid-fraction", self.valid_fraction,
              "use a fraction in (0, 1)")
+        need(_finite(self.modality_dropout) and 0 <= self.modality_dropout < 1 and (
+            self.modality_dropout == 0 or len(self.modalities) > 1), "modality-dropout", self.modality_dropout,
+             "use a probability in [0, 1) (0: off), with at least two --modalities")
         for m, k in (self.downsample or {}).items():
             need(m in self.modalities, "downsample", f"{m}={k}",
                  f"{m} is not among --modalities {','.join(self.modalities)}")
@@ -296,6 +301,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         inputs = {m: InputSpec(len(corpus.tables[m].prep.layers), corpus.metas[m].dim) for m in cfg.modalities}
         self.model = build_head(cfg.head, inputs, self.task.n_outputs, cfg.head_options)
+        self.dropper = ModalityDropout(cfg.modality_dropout, cfg.modalities, cfg.seed)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                      weight_decay=cfg.weight_decay)
         n_batches = -(-len(self.split["train"]) // cfg.batch_size)
@@ -343,7 +349,9 @@ class Trainer:
 
     def _resume(self) -> None:
         old = self.dir.read_config()
-        before = {k: v for k, v in old["train"].items() if k not in NOT_IDENTITY}
+        added = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+        before = {k: v for k, v in {**json.loads(json.dumps(added)), **old["train"]}.items()  # options added since:
+                  if k not in NOT_IDENTITY}                                                     # their defaults
         new = self.cfg.identity()
         diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
         if diff:
@@ -410,9 +418,10 @@ class Trainer:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    _, x, y = next(it)
+                    b, x, y = next(it)
                 except StopIteration:
                     break
+                x = self.dropper(x, b, epoch)
                 self.data_wait += time.perf_counter() - t0
                 group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
                 loss = self.task.loss(self.model(x), y)
