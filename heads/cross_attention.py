@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,6 +23,15 @@ class CrossAttentionConfig(HeadConfig):
     attn_dropout: float = 0.0    # on attention weights (costly on CPU; off by default)
     input_dropout: float = 0.1   # on projected inputs
     head_dropout: float = 0.1    # before the dense and the output layer
+    input_norm: bool = True      # LayerNorm over each modality's features before the projection
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str = "head") -> "CrossAttentionConfig":
+        """As ``HeadConfig.from_dict``; a run's description written before ``input_norm`` existed (it has a
+        ``type`` tag but no ``input_norm``) rebuilds the head it was trained with, without the LayerNorm."""
+        if "type" in d and "input_norm" not in d:
+            d = {**d, "input_norm": False}
+        return super().from_dict(d, name)
 
     def check(self, name: str = "head") -> None:
         super().check(name)
@@ -61,6 +71,10 @@ class CrossAttentionHead(Head):
     def __init__(self, config: CrossAttentionConfig, inputs: dict[str, InputSpec], n_outputs: int):
         super().__init__(config, inputs, n_outputs)
         c, d = config, config.d_model
+        # Stored features differ wildly in scale and offset (log-mel ~15 +- 2, pixels 0.36 +- 0.09, outlier
+        # dimensions of text encoders): normalised first, every modality starts on an equal footing.
+        self.in_norm = nn.ModuleDict({m: nn.LayerNorm(s.dim) if c.input_norm else nn.Identity()
+                                      for m, s in inputs.items()})
         self.proj = nn.ModuleDict({m: nn.Linear(s.dim, d) for m, s in inputs.items()})
         self.start = nn.ParameterDict({m: nn.Parameter(torch.randn(1, 1, d) * 0.02) for m in inputs})
         self.in_drop = nn.Dropout(c.input_dropout)
@@ -78,7 +92,7 @@ class CrossAttentionHead(Head):
 
     def encode(self, m: str, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project, prepend the start token, add positions, self-attend. Returns ``(B, 1+T, d)`` and padding ``(B, 1+T)``."""
-        h = self.proj[m](x.mean(2))                                     # (B, T, L, D) -> (B, T, d)
+        h = self.proj[m](self.in_norm[m](x.mean(2)))                    # (B, T, L, D) -> (B, T, D) -> (B, T, d)
         B, T, d = h.shape
         h = torch.cat([self.start[m].expand(B, 1, d), h], dim=1)       # (B, 1+T, d)
         h = self.in_drop(h + sinusoidal_positions(T + 1, d, h.device))

@@ -114,6 +114,9 @@ def train(
     best_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint, or loss (the valid "
                                               "loss; default: ua, f1_mean or mae)."),
     seed: Optional[int] = typer.Option(None, help=_d("seed")),
+    modality_dropout: Optional[float] = typer.Option(None, help=_d("modality_dropout", "Per sample, drop each "
+                                                     "modality with this probability (never all), so the run can "
+                                                     "predict when one is missing.")),
     valid_fraction: Optional[float] = typer.Option(None, help=_d("valid_fraction", "Share held out for validation "
                                                    "in every fold, and in a split without valid.")),
     valid_rule: Optional[str] = typer.Option(None, help=_d("valid_rule", "speakers (a share of the training "

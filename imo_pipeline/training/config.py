@@ -73,6 +73,7 @@ class TrainConfig:
                                            # a spare core assembles batches; more threads oversubscribe a shared CPU)
     in_memory: str = "auto"
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
+    modality_dropout: float = 0.0          # per sample, each modality absent with this probability (never all)
 
     def check(self) -> None:
         """Refuse any option outside its allowed values, with one line naming the option and what is allowed."""
@@ -111,6 +112,9 @@ class TrainConfig:
         need(_finite(self.valid_fraction) and 0 < self.valid_fraction < 1, "valid-fraction", self.valid_fraction,
              "use a fraction in (0, 1)")
         need(self.valid_rule in VALID_RULES, "valid-rule", self.valid_rule, f"use one of {', '.join(VALID_RULES)}")
+        need(_finite(self.modality_dropout) and 0 <= self.modality_dropout < 1 and (
+            self.modality_dropout == 0 or len(self.modalities) > 1), "modality-dropout", self.modality_dropout,
+             "use a probability in [0, 1) (0: off), with at least two --modalities")
         for m, k in (self.downsample or {}).items():
             need(m in self.modalities, "downsample", f"{m}={k}",
                  f"{m} is not among --modalities {','.join(self.modalities)}")

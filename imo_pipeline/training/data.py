@@ -216,15 +216,24 @@ def all_failed(utts: list[Utterance], stores: dict[str, EmbeddingStore], what: s
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Pad per modality: ``{m: (x (B, T, L, D) float32, mask (B, T) bool, True = frame)}``."""
+    """Pad per modality: ``{m: (x (B, T, L, D) float32, mask (B, T) bool, True = frame)}``.
+
+    An item that lacks a modality (no key, or an array of zero frames) gets the absent form of
+    ``heads.base``: zeros and an all-False mask row; ``T >= 1``. A modality that no item has is left out
+    (``Head.complete_batch`` adds it as absent).
+    """
     out = {}
-    for m in items[0]:
-        arrs = [it[m] for it in items]
-        T = max(len(a) for a in arrs)
-        L, D = arrs[0].shape[1:]
+    names = list(dict.fromkeys(m for it in items for m in it))
+    for m in names:
+        arrs = [it.get(m) for it in items]
+        shape = next(a.shape[1:] for a in arrs if a is not None)
+        L, D = shape
+        T = max(1, max(len(a) for a in arrs if a is not None))
         x = np.zeros((len(arrs), T, L, D), np.float32)
         mask = np.zeros((len(arrs), T), bool)
         for i, a in enumerate(arrs):
+            if a is None:
+                continue
             x[i, : len(a)] = a
             mask[i, : len(a)] = True
         out[m] = (torch.from_numpy(x), torch.from_numpy(mask))

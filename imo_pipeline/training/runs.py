@@ -12,6 +12,9 @@ runs/NAME/
   excluded.json          utterances left out because their extraction failed
   curves.png, confusion_matrix.png
   eval-<split>.json, confusion_matrix-<split>.png      written by `imo evaluate`
+  eval-<corpus>[-<split>].json, confusion_matrix-<corpus>[-<split>].png
+                         `imo evaluate --manifest OTHER.jsonl` (<corpus>: the manifest's stem, made safe);
+                         any of these ends in -without-<modality>[+<modality>] for `--drop`
   .lock                  flock'd by the `imo train` process that trains this folder
   commit.json            present only while an epoch's files are being committed
 runs/CV/                 cross-validation (`imo train --folds FIELD`)
@@ -195,7 +198,7 @@ class RunDir:
     LOCK = ".lock"
     _FIXED = (CONFIG, METRICS, STATE, SUMMARY, EXCLUDED, CURVES, CONFUSION, CV, JOURNAL, LOCK,
               "best.safetensors", "best.json", "last.safetensors", "last.json")
-    _EVAL = re.compile(r"^(eval-(train|valid|test)\.json|confusion_matrix-(train|valid|test)\.png)$")
+    _EVAL = re.compile(r"^(eval-[A-Za-z0-9._+=-]+\.json|confusion_matrix-[A-Za-z0-9._+=-]+\.png)$")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -218,11 +221,27 @@ class RunDir:
         return f"{which}.json"
 
     @staticmethod
-    def eval_names(split: str) -> tuple[str, str]:
-        """(metrics JSON, confusion PNG) written by ``imo evaluate`` for ``split``."""
-        if split not in _SPLITS:
+    def eval_names(split: str | None = "test", corpus: str | None = None, drop: Iterable[str] = ()
+                   ) -> tuple[str, str]:
+        """(metrics JSON, confusion PNG) written by ``imo evaluate``: ``eval-<split>.json`` on the run's own data;
+        ``eval-<corpus>[-<split>].json`` on another corpus (``corpus``: its manifest's stem, made a safe name;
+        one that reads like a split gets a ``corpus-`` prefix); ``-without-<m>[+<m>]`` added for dropped
+        modalities."""
+        if split is not None and split not in _SPLITS:
             raise ConfigError(f"--split {split!r}: use train, valid or test")
-        return f"eval-{split}.json", f"confusion_matrix-{split}.png"
+        parts = []
+        if corpus is not None:
+            name = safe_name(corpus)
+            parts.append(f"corpus-{name}" if name in _SPLITS else name)
+        elif split is None:
+            raise ValueError("the run's own data is evaluated on one split")   # a programming error
+        if split is not None:
+            parts.append(split)
+        drop = list(drop)
+        if drop:
+            parts.append("without-" + "+".join(drop))
+        stem = "-".join(parts)
+        return f"eval-{stem}.json", f"confusion_matrix-{stem}.png"
 
     def _owned(self, name: str) -> str:
         if name not in self._FIXED and not self._EVAL.match(name):
@@ -428,8 +447,9 @@ class RunDir:
     def write_excluded(self, excluded: dict[str, str]) -> Path:
         return self.write_json(self.EXCLUDED, excluded)
 
-    def write_eval(self, split: str, result: dict) -> Path:
-        return self.write_json(self.eval_names(split)[0], result)
+    def write_eval(self, name: str, result: dict) -> Path:
+        """``result`` as ``name`` (one of ``eval_names``)."""
+        return self.write_json(name, result)
 
     def write_cv(self, result: dict) -> Path:
         return self.write_json(self.CV, result)
@@ -554,7 +574,8 @@ def check_run_stores(run: RunDir, config: dict, stores: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def forward_items(model: torch.nn.Module, items: list[dict[str, np.ndarray]], batch_size: int = 64) -> np.ndarray:
-    """Logits ``(N, C)`` for preprocessed items, in input order (batched by length; padding is masked)."""
+    """Logits ``(N, C)`` for preprocessed items, in input order (batched by length; padding is masked). A modality
+    an item lacks reaches the head as absent (``collate``, ``Head.complete_batch``)."""
     model.eval()
     if not items:
         return np.zeros((0, model.n_outputs), np.float32)
@@ -563,7 +584,7 @@ def forward_items(model: torch.nn.Module, items: list[dict[str, np.ndarray]], ba
     out = np.zeros((len(items), model.n_outputs), np.float32)
     for lo in range(0, len(items), batch_size):
         idx = order[lo:lo + batch_size]
-        out[idx] = model(collate([items[i] for i in idx])).float().numpy()
+        out[idx] = model(model.complete_batch(collate([items[i] for i in idx]))).float().numpy()
     return out
 
 
@@ -590,14 +611,25 @@ class Run:
     def task_obj(self) -> Task:
         return build_task(self.task, [], [], labels=self.labels)
 
+    @property
+    def modality_dropout(self) -> float:
+        """The ``--modality-dropout`` the run was trained with (0: it never saw a modality missing)."""
+        return float(self.config["train"].get("modality_dropout") or 0.0)
+
     def prepare(self, item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Stored arrays ``{m: [T, L, D]}`` -> head inputs, exactly as in training (MediaError for features
-        that are not finite after the float16 cast)."""
+        that are not finite after the float16 cast). A run trained with modality dropout takes items that lack
+        some (not all) of its modalities."""
         missing = [m for m in self.modalities if m not in item]
-        if missing:
-            raise ConfigError(f"run {self.path} needs {', '.join(self.modalities)}; the input lacks {', '.join(missing)}")
+        if missing and (not self.modality_dropout or len(missing) == len(self.modalities)):
+            raise ConfigError(f"run {self.path} needs {', '.join(self.modalities)}; the input lacks "
+                              f"{', '.join(missing)}" + ("" if self.modality_dropout else
+                                                         " (a run trained with --modality-dropout can do without "
+                                                         "some)"))
         out = {}
         for m in self.modalities:
+            if m in missing:
+                continue
             a = np.asarray(item[m])
             meta = self.store_meta[m]
             if a.ndim != 3 or a.shape[1:] != (meta.n_layers, meta.dim) or len(a) < 1:

@@ -30,6 +30,7 @@ from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
 from .config import IN_MEMORY, NOT_IDENTITY, SCHEDULES, TrainConfig
 from .data import Corpus, all_failed, batches, open_corpus
+from .missing import ModalityDropout
 from .plots import plot_confusion, plot_curves
 from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
 from .tasks import Task, build_task, require_labels, task_class
@@ -240,6 +241,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         inputs = {m: InputSpec(len(corpus.tables[m].prep.layers), corpus.metas[m].dim) for m in cfg.modalities}
         self.model = build_head(cfg.head, inputs, self.task.n_outputs, cfg.head_options)
+        self.dropper = ModalityDropout(cfg.modality_dropout, cfg.modalities, cfg.seed)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                      weight_decay=cfg.weight_decay)
         n_batches = -(-len(self.split["train"]) // cfg.batch_size)
@@ -287,10 +289,10 @@ class Trainer:
 
     def _resume(self) -> None:
         old = self.dir.read_config()
-        before = {k: v for k, v in old["train"].items() if k not in NOT_IDENTITY}
+        before = {k: v for k, v in {**TrainConfig.defaults(), **old["train"]}.items()   # options added since the
+                  if k not in NOT_IDENTITY}                                               # run began: their defaults
         new = self.cfg.identity()
-        defaults = TrainConfig.defaults()                     # an option added since the run began has its default
-        diff = sorted(k for k in set(before) | set(new) if before.get(k, defaults.get(k)) != new.get(k))
+        diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
         if diff:
             k = diff[0]
             raise ConfigError(f"{self.out} holds a run with {k}={before.get(k)!r}, this one has {k}={new.get(k)!r}; "
@@ -360,9 +362,10 @@ class Trainer:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    _, x, y = next(it)
+                    b, x, y = next(it)
                 except StopIteration:
                     break
+                x = self.dropper(x, b, epoch)
                 self.data_wait += time.perf_counter() - t0
                 group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
                 loss = self.task.loss(self.model(x), y)
