@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from .data import Corpus, all_failed, batches, open_corpus
 from .missing import ModalityDropout
 from .plots import plot_confusion, plot_curves
 from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
-from .tasks import Task, build_task, require_labels, task_class
+from .tasks import Task, build_task, require_labels
 
 __all__ = ["TrainConfig", "NOT_IDENTITY", "SCHEDULES", "IN_MEMORY", "train", "train_runs", "cross_validate",
            "split_indices", "load_corpus", "Trainer"]
