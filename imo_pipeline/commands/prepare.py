@@ -21,8 +21,9 @@ def prepare(
                                        "emobox: EmoBox's data/ folder, data/<NAME>/ or a metadata JSONL; "
                                        "lhotse: a cuts manifest (.jsonl or .jsonl.gz)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (JSONL); a NAME.report.json goes beside it."),
-    labels: Optional[str] = typer.Option(None, help="Label set: iemocap 4class|6class|binary; meld 7class|sentiment; "
-                                         "mosi/mosei regression|2class|7class; ravdess 8class|4class; cremad 6class|4class; "
+    labels: Optional[str] = typer.Option(None, help="Label set: iemocap 4class|6class|binary|original (the "
+                                         "original work's protocol); meld 7class|sentiment; mosi/mosei "
+                                         "regression|2class|7class; ravdess 8class|4class; cremad 6class|4class; "
                                          "emobox mapped|raw."),
     strict: bool = typer.Option(False, help="Fail on any missing file, unknown label code or mismatched id."),
     folds: Optional[str] = typer.Option(None, help="mosi/mosei: standard folds file (JSON or the SDK's *_std_folds.py); "

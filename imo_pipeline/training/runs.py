@@ -18,8 +18,12 @@ runs/NAME/
   .lock                  flock'd by the `imo train` process that trains this folder
   commit.json            present only while an epoch's files are being committed
 runs/CV/                 cross-validation (`imo train --folds FIELD`)
-  cv.json                each group's test metrics, mean and std, and the group -> folder map
+  cv.json                each run's test metrics, per fold / per seed / overall mean and sample std, the folders
   fold-<name>/           one run folder per group; <name> is ``paths.safe_name(group)``
+  fold-<name>/seed-<s>/  with --seeds: one run folder per group and seed
+runs/SEEDS/              one split, several seeds (`imo train --seeds N`)
+  summary.json           each seed's test metrics, their mean and sample std (no config.json: not a run)
+  seed-<s>/              one run folder per seed
 ```
 
 Every epoch ends with one commit: the new ``metrics.jsonl``, ``best.*`` (when the epoch is the best so far) and
@@ -252,6 +256,12 @@ class RunDir:
         """The run folder of one cross-validation group: ``fold-<safe_name(group)>`` directly inside this one."""
         return RunDir(child(self.path, "fold-" + safe_name(group)))
 
+    def seed(self, seed: int) -> "RunDir":
+        """The run folder of one seed: ``seed-<seed>`` directly inside this one (a seeded split or a fold)."""
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed {seed!r}: use a whole number >= 0")
+        return RunDir(child(self.path, f"seed-{seed}"))
+
     # --- what the folder holds -----------------------------------------------------------------------------
     def refuse_file(self, option: str = "--out") -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -265,6 +275,17 @@ class RunDir:
         return (self.path / self.CV).is_file() or any(p.is_dir() and p.name.startswith("fold-")
                                                       for p in self._entries())
 
+    def is_seeds(self) -> bool:
+        """A folder of seeded runs of one split (``seed-*`` folders, or their summary.json without a config.json)."""
+        if self.is_run() or self.is_cv():
+            return False
+        return (self.path / self.SUMMARY).is_file() or any(p.is_dir() and p.name.startswith("seed-")
+                                                           for p in self._entries())
+
+    def kind(self) -> str | None:
+        """``run``, ``cv`` (folds, maybe seeds), ``seeds`` (one split, several seeds) or None (none of them)."""
+        return "run" if self.is_run() else "cv" if self.is_cv() else "seeds" if self.is_seeds() else None
+
     def _entries(self) -> list[Path]:
         return sorted(self.path.iterdir()) if self.path.is_dir() else []
 
@@ -273,10 +294,19 @@ class RunDir:
 
     def require_cv_parent(self) -> None:
         """Refuse to put a cross-validation into a file or into a single run's folder."""
+        self.require_parent("cv")
+
+    def require_parent(self, kind: str) -> None:
+        """Refuse to put several runs (``kind``: cv or seeds) into a file, a single run's folder, or a folder that
+        holds the other kind."""
         self.refuse_file()
-        if self.is_run():
-            raise ConfigError(f"--out {self.path} holds a single run (config.json), not a cross-validation; "
-                              f"pass a new --out for --folds")
+        have = self.kind()
+        what = {"run": "a single run (config.json)", "cv": "a cross-validation (cv.json or fold-* folders)",
+                "seeds": "seeded runs of one split (seed-* folders)"}
+        need = {"cv": "--folds", "seeds": "--seeds without --folds"}
+        if have is not None and have != kind:
+            fix = f"re-run it with {need[have]} to resume it, or " if have in need else ""
+            raise ConfigError(f"--out {self.path} holds {what[have]}, not {what[kind]}; {fix}pass a new --out")
 
     # --- locking and recovery ---------------------------------------------------------------------------------
     @contextmanager
@@ -287,6 +317,9 @@ class RunDir:
         if self.is_cv():
             raise ConfigError(f"--out {self.path} holds a cross-validation (cv.json or fold-* folders); pass a "
                               f"new --out, or --folds to resume it")
+        if self.is_seeds():
+            raise ConfigError(f"--out {self.path} holds seeded runs (seed-* folders); pass a new --out, or --seeds "
+                              f"to resume them")
         if not self.has("last") and not (self.path / self.JOURNAL).is_file():
             self._refuse_foreign()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -421,6 +454,10 @@ class RunDir:
     def write_cv(self, result: dict) -> Path:
         return self.write_json(self.CV, result)
 
+    def result_name(self, kind: str) -> str:
+        """The file that holds the results of several runs: cv.json (``cv``) or summary.json (``seeds``)."""
+        return {"cv": self.CV, "seeds": self.SUMMARY}[kind]
+
     def plot(self, name: str, draw: Callable[[Path], Any]) -> Path:
         """``draw(tmp_path)`` writes a PNG that then replaces ``name``."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -446,6 +483,9 @@ class RunDir:
             if (self.path / self.CV).is_file():
                 raise ConfigError(f"{self.path} is a cross-validation folder; pass one fold's run, e.g. "
                                   f"{self.path}/fold-<name>")
+            if self.is_seeds():
+                raise ConfigError(f"{self.path} is a folder of seeded runs; pass one seed's run, e.g. "
+                                  f"{self.path}/seed-<s>")
             raise ConfigError(f"{self.path} is not a run folder (no config.json); pass the --out folder of "
                               f"`imo train`")
         cfg = self.read_json(self.CONFIG)
