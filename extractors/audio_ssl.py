@@ -12,7 +12,7 @@ from imo_pipeline.errors import ConfigError
 
 from . import register_extractor
 from .audio_common import AudioInput
-from .base import Extractor, ExtractorConfig
+from .base import Extractor, ExtractorConfig, by_equal_length
 from .hf import load_pretrained
 
 
@@ -79,12 +79,7 @@ class HFAudioExtractor(AudioInput, Extractor):
 
     def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
         if self.batching == "equal" and len({len(w) for w in batch}) > 1:
-            out: dict[int, torch.Tensor] = {}
-            for n in sorted({len(w) for w in batch}):
-                idx = [i for i, w in enumerate(batch) if len(w) == n]
-                for i, h in zip(idx, self._forward([batch[i] for i in idx])):
-                    out[i] = h
-            return [out[i] for i in range(len(batch))]
+            return by_equal_length(batch, self._forward)
         lengths = torch.tensor([len(w) for w in batch])
         x = torch.zeros(len(batch), int(lengths.max()))                       # (B, S)
         for i, w in enumerate(batch):

@@ -7,7 +7,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -85,6 +85,16 @@ def parse_layers(spec: str, n_hidden: int, names: tuple[str, ...] = ()) -> list[
         raise ConfigError(f"--layers {spec!r}: use last, all, or distinct indices in 0..{n_hidden - 1}{named} "
                           f"(0 is the input embedding, {n_hidden - 1} the last layer)")
     return idx
+
+
+def by_equal_length(batch: list[Any], run: Callable[[list[Any]], list[torch.Tensor]]) -> list[torch.Tensor]:
+    """``run`` on groups of equal-length items (for models that see padding), results back in batch order."""
+    out: dict[int, torch.Tensor] = {}
+    for n in sorted({len(w) for w in batch}):
+        idx = [i for i, w in enumerate(batch) if len(w) == n]
+        for i, h in zip(idx, run([batch[i] for i in idx])):
+            out[i] = h
+    return [out[i] for i in range(len(batch))]
 
 
 class Extractor(ABC):

@@ -20,7 +20,7 @@ from imo_pipeline.errors import ConfigError, MediaError
 
 from . import register_extractor
 from .audio_common import AudioInput
-from .base import Extractor, ExtractorConfig
+from .base import Extractor, ExtractorConfig, by_equal_length
 from .emotion2vec_model import load_emotion2vec
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -94,12 +94,7 @@ class Emotion2vecExtractor(AudioInput, Extractor):
 
     def _forward(self, batch: list[np.ndarray]) -> list[torch.Tensor]:
         if self.batching == "equal" and len({len(w) for w in batch}) > 1:
-            out: dict[int, torch.Tensor] = {}
-            for n in sorted({len(w) for w in batch}):
-                idx = [i for i, w in enumerate(batch) if len(w) == n]
-                for i, h in zip(idx, self._forward([batch[i] for i in idx])):
-                    out[i] = h
-            return [out[i] for i in range(len(batch))]
+            return by_equal_length(batch, self._forward)
         need = self.arch.receptive_field
         short = [len(w) for w in batch if len(w) < need]
         if short:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from imo_pipeline.manifest import Manifest, Utterance
 
 from . import register_extractor
 from .audio_ssl import HFAudioConfig, HFAudioExtractor
+from .base import by_equal_length
 from .fairseq_ckpt import FairseqCheckpoint, literal_layers, read_fairseq_checkpoint
 from .fairseq_models import FairseqRobertaTokenizer, build_roberta, build_w2v2, build_wav2vec
 from .text_hf import HFTextConfig, HFTextExtractor
@@ -79,16 +80,6 @@ def _recorded(config, kind: str, path: Path) -> None:
         raise ConfigError(f"fairseq checkpoint {path} is a {kind} model, not the {config.kind} recorded in the "
                           f"config; it is a different checkpoint")
     config.kind = kind
-
-
-def by_equal_length(batch: list[np.ndarray], run: Callable[[list[np.ndarray]], list[torch.Tensor]]) -> list[torch.Tensor]:
-    """``run`` on groups of equal-length items, results back in batch order."""
-    out: dict[int, torch.Tensor] = {}
-    for n in sorted({len(w) for w in batch}):
-        idx = [i for i, w in enumerate(batch) if len(w) == n]
-        for i, h in zip(idx, run([batch[i] for i in idx])):
-            out[i] = h
-    return [out[i] for i in range(len(batch))]
 
 
 @dataclass

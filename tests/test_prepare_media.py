@@ -20,7 +20,6 @@ import os
 import re
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from imo_pipeline.media.asr import normalize_words, word_error_rate
 from imo_pipeline.media.segment import (HOP, FrameScores, SegmentConfig, fixed_windows, iter_segment_audio,
                                         plan_segments)
 from imo_pipeline.media.stream import AudioReader, probe, read_range
+from media_utils import write_av
 from speech_utils import build_recording, speech_clips
 
 MAX_WER = 0.12
@@ -110,33 +110,6 @@ def test_fixed_windows_cover_the_recording():
 
 # --- streamed decoding --------------------------------------------------------------------------
 
-def _write_av(path: Path, audio: np.ndarray, rate: int, frames: list[np.ndarray] | None = None, fps: int = 25):
-    """An mp4 (H.264-free: mpeg4 video + AAC audio) with PyAV."""
-    import av
-
-    with av.open(str(path), "w") as c:
-        vs = None
-        if frames is not None:
-            vs = c.add_stream("mpeg4", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-            vs.options = {"qscale": "3"}
-        aus = c.add_stream("aac", rate=rate)
-        aus.layout = "mono"
-        for i in range(0, len(audio), 1024):
-            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, i:i + 1024]), format="fltp", layout="mono")
-            f.sample_rate, f.pts, f.time_base = rate, i, Fraction(1, rate)
-            for p in aus.encode(f):
-                c.mux(p)
-        for img in frames or []:
-            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in aus.encode(None):
-            c.mux(p)
-        if vs is not None:
-            for p in vs.encode(None):
-                c.mux(p)
-
-
 def test_streamed_decoding_equals_decoding_at_once(tmp_path):
     import soxr
 
@@ -152,7 +125,7 @@ def test_streamed_decoding_equals_decoding_at_once(tmp_path):
     assert np.abs(got - whole).max() < 1e-3                    # soxr streams without seams at block edges
 
     speech = (0.3 * np.sin(2 * np.pi * 300 * np.arange(48000) / 16000)).astype(np.float32)
-    _write_av(tmp_path / "v.mp4", speech, 16000, [np.full((32, 32, 3), 90, np.uint8)] * 75)
+    write_av(tmp_path / "v.mp4", speech, 16000, [np.full((32, 32, 3), 90, np.uint8)] * 75)
     info = probe(tmp_path / "v.mp4")
     assert info.has_video and info.backend == "pyav" and info.duration == pytest.approx(3.0, abs=0.1)
     assert not probe(tmp_path / "a.wav").has_video
@@ -291,7 +264,7 @@ def test_talking_face_video_goes_through_prepare_and_extract_of_all_three_modali
         frames.append(img)
     video = tmp_path / "media" / "talk.mp4"
     video.parent.mkdir()
-    _write_av(video, audio, 16000, frames)
+    write_av(video, audio, 16000, frames)
     out = tmp_path / "m.jsonl"
     r = runner.invoke(app, ["prepare", "media", str(video), "--out", str(out), "--language", "en", "--no-progress"])
     assert r.exit_code == 0, r.output
