@@ -558,8 +558,8 @@ class Search:
 
     def _tick(self) -> None:
         if self.bar is not None:
-            self.bar.update(1)
             self.bar.set_postfix(best=self._best_text(), running=self.live, refresh=False)
+            self.bar.update(1)
 
     # --- asking
     def _waiting(self) -> bool:
