@@ -254,6 +254,33 @@ def test_a_combination_the_head_refuses_fails_only_its_trials(project, imo, tmp_
     assert json.loads((out / "result.json").read_text())["final"]["params"]["head.n_heads"] == 4
 
 
+def test_trials_of_one_architecture_are_asked_together_and_trained_in_one_call(project, imo, monkeypatch,
+                                                                                tmp_path):
+    """For a head that trains stacked, each batch of --stack trials shares the shape parameters (drawn by the
+    first) and its trials go to ``train_runs`` together, fold by fold; the other parameters are drawn apart."""
+    monkeypatch.setattr(sweep_mod, "stack_profile", lambda head: (True, ("dropout",)))
+    calls = []
+    real = trainer.train_runs
+
+    def spy(jobs, corpus, *a, **k):
+        calls.append(sorted(Path(o).parent.name for _, o in jobs if Path(o).parts[-3] == "trials"))
+        return real(jobs, corpus, *a, **k)
+
+    monkeypatch.setattr(trainer, "train_runs", spy)
+    (tmp_path / "space.toml").write_text("[train]\nlr = { low = 3e-3, high = 3e-2, log = true }\n"
+                                         "batch_size = { choices = [8, 16] }\n[head]\nhidden = { choices = [8, 16, 32] }\n"
+                                         "dropout = { low = 0.0, high = 0.3 }\n")
+    r = imo(*BASE, "--epochs", "1", "--folds", "fold", "--space", tmp_path / "space.toml", "--trials", "4",
+            "--stack", "2", "--final-seeds", "1", "--no-prune", "--out", tmp_path / "sw", cwd=project)
+    assert r.code == 0, r.stderr
+    t = trials_by_number(tmp_path / "sw")
+    for a, b in ((0, 1), (2, 3)):
+        shape = [(t[k].params["batch_size"], t[k].params["head.hidden"]) for k in (a, b)]
+        assert shape[0] == shape[1], shape
+        assert t[a].params["lr"] != t[b].params["lr"] and t[a].params["head.dropout"] != t[b].params["head.dropout"]
+    assert [c for c in calls if c] == [["trial-0000", "trial-0001"]] * 3 + [["trial-0002", "trial-0003"]] * 3
+
+
 def test_bad_trials_are_pruned_after_a_fold(project, imo, tmp_path):
     (tmp_path / "space.toml").write_text("[train]\nlr = { choices = [1e-7, 2e-2] }\n")
     out = tmp_path / "sw"

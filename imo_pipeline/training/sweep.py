@@ -453,7 +453,10 @@ class DaskPool:
 
 # --- client side: the study -------------------------------------------------------------------------------
 def _optuna():
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("imo sweep needs Optuna: pip install 'imo-pipeline[sweep]'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -517,6 +520,15 @@ def recover_cut_off(study, say: Callable[[str], None]) -> int:
     return n
 
 
+def stack_profile(head: str) -> tuple[bool, tuple[str, ...]]:
+    """(whether runs of ``head`` train stacked, the options that may differ between stacked runs), as the head
+    class declares them (``Head.stackable``, ``Head.per_run_options``)."""
+    from heads import HEADS
+
+    cls = HEADS.get(head)
+    return bool(getattr(cls, "stackable", False)), tuple(getattr(cls, "per_run_options", ()))
+
+
 @dataclass
 class Live:
     """A trial in flight: its Optuna trial, config, folder and the fold values so far."""
@@ -535,13 +547,10 @@ class Search:
 
     def __init__(self, study, space: Space, base: TrainConfig, fold_key: str | None, groups: list[str | None],
                  sd: SweepDir, opts: SweepOptions, pool, say: Callable[[str], None]):
-        from heads import HEADS
-
         self.study, self.space, self.base, self.fold_key, self.groups = study, space, base, fold_key, groups
         self.sd, self.opts, self.pool, self.say = sd, opts, pool, say
-        head_cls = HEADS.get(base.head)
-        self.stackable = bool(getattr(head_cls, "stackable", False))
-        self.shape_keys = space.architecture(tuple(getattr(head_cls, "per_run_options", ())))
+        self.stackable, per_run = stack_profile(base.head)
+        self.shape_keys = space.architecture(per_run)
         self.inflight: dict[int, tuple[list[Live], int]] = {}   # task handle -> (trials, fold index)
         self.live = 0
         self.bar = None
@@ -774,6 +783,7 @@ def run_sweep(cfg: TrainConfig, space: Space, out: str | Path, fold_key: str | N
 
     opts = opts or SweepOptions()
     opts.check()
+    _optuna()
     cfg.check()
     sd = SweepDir(out)
     sd.refuse_foreign()
