@@ -268,7 +268,8 @@ def test_trials_of_one_architecture_are_asked_together_and_trained_in_one_call(p
 
     monkeypatch.setattr(trainer, "train_runs", spy)
     (tmp_path / "space.toml").write_text("[train]\nlr = { low = 3e-3, high = 3e-2, log = true }\n"
-                                         "batch_size = { choices = [8, 16] }\n[head]\nhidden = { choices = [8, 16, 32] }\n"
+                                         "batch_size = { choices = [8, 16] }\n"
+                                         "[head]\nhidden = { choices = [8, 16, 32] }\n"
                                          "dropout = { low = 0.0, high = 0.3 }\n")
     r = imo(*BASE, "--epochs", "1", "--folds", "fold", "--space", tmp_path / "space.toml", "--trials", "4",
             "--stack", "2", "--final-seeds", "1", "--no-prune", "--out", tmp_path / "sw", cwd=project)

@@ -136,7 +136,8 @@ def test_show_space_prints_a_loadable_file(imo, tmp_path):
     r = imo("sweep", "--head", "mult", "--show-space")
     assert r.code == 0, r.stderr
     body = r.stdout
-    assert body.startswith("# space of head mult") and "[head]" in body and "d_model = { choices = [30, 40, 60] }" in body
+    assert body.startswith("# space of head mult") and "[head]" in body
+    assert "d_model = { choices = [30, 40, 60] }" in body
     path = Path(tmp_path / "s.toml")
     path.write_text(body)
     assert load_space(path, "mult", BASE).to_dict()["head"]["layers"] == {"type": "int", "low": 2, "high": 5,

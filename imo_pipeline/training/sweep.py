@@ -166,7 +166,7 @@ class SweepDir:
         if RunDir(self.path).kind() is not None:
             raise ConfigError(f"--out {self.path} holds `imo train` runs, not a sweep; pass a new folder")
         other = sorted(p.name for p in self.path.iterdir() if p.name not in self.FILES + self.FOLDERS
-                       and not p.name.startswith(("best-trial-", f"{self.STUDY}.")) and not p.name.endswith(".tmp"))
+                       and not p.name.startswith(("best-trial-", self.STUDY)) and not p.name.endswith(".tmp"))
         if other:
             raise ConfigError(f"--out {self.path} is not a sweep folder (it holds {other[0]!r}); pass a new folder")
 

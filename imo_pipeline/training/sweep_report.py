@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import warnings
@@ -18,7 +17,7 @@ from ..paths import child
 from .config import TrainConfig, seed_list
 from .experiment import STD_DEFINITION, format_result, mean_std, run_experiment
 from .runs import RunDir
-from .sweep import HEAD_PREFIX, SweepDir, SweepOptions, _quiet, split_params, trial_config
+from .sweep import SweepDir, SweepOptions, _quiet, split_params, trial_config
 from .sweep_space import Space
 
 
@@ -191,8 +190,9 @@ def write_report(study, sd: SweepDir, cfg: TrainConfig, space: Space, fold_key: 
     written.append(sd.write(sd.REPORT, md))
     result["written"] = [str(p) for p in written]
     if final is None:
-        raise ConfigError(f"no trial of sweep {sd.path} completed ({', '.join(f'{v} {k}' for k, v in states.items())}); "
-                          f"see the reasons in {sd.file(sd.TRIALS_MD)}")
+        counts = ", ".join(f"{v} {k}" for k, v in states.items())
+        raise ConfigError(f"no trial of sweep {sd.path} completed ({counts}); see the reasons in "
+                          f"{sd.file(sd.TRIALS_MD)}")
     return result
 
 
@@ -233,5 +233,3 @@ def _report_markdown(sd: SweepDir, cfg: TrainConfig, result: dict, final: dict |
     lines += ["", f"## Trials ({sd.TRIALS_CSV})", "", _markdown_table(rows)]
     return "\n".join(lines)
 
-
-__all__ = ["final_stage", "write_report", "trial_rows", "importances", "HEAD_PREFIX", "json"]
