@@ -4,7 +4,7 @@ process or on dask, selected on validation only; then retrain the best with seve
 Its options are those of `imo train` (the same parameters, declared once in training/config.py and named
 in commands/train.py; here they are the fixed values every trial shares, with imo.toml's ``[train]`` or
 ``--config FILE`` filling what the command line leaves out) less ``--out``, ``--seeds`` and
-``--stop-after``, plus the sweep's own (``SWEEP_PARAMETERS``).
+``--stop-after``, plus the sweep's own (the parameters of ``_own``).
 """
 
 from __future__ import annotations

@@ -479,7 +479,7 @@ def open_study(sd: SweepDir, direction: str, seed: int, prune: bool):
         n = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials)
     except KeyError:
         raise ConfigError(f"{path} holds no study named {STUDY_NAME!r}; pass a new --out") from None
-    sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + n, constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + n) % 2**32, constant_liar=True)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP, n_warmup_steps=0) if prune
               else optuna.pruners.NopPruner())
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler, pruner=pruner)
