@@ -285,8 +285,8 @@ def test_trials_of_one_architecture_are_asked_together_and_trained_in_one_call(p
 def test_bad_trials_are_pruned_after_a_fold(project, imo, tmp_path):
     (tmp_path / "space.toml").write_text("[train]\nlr = { choices = [1e-7, 2e-2] }\n")
     out = tmp_path / "sw"
-    r = imo(*BASE, "--head-opt", "hidden=8", "--epochs", "2", "--folds", "fold", "--space", tmp_path / "space.toml",
-            "--trials", "10", "--final-seeds", "1", "--out", out, cwd=project)
+    r = imo(*BASE, "--head-opt", "hidden=8", "--epochs", "1", "--folds", "fold", "--space", tmp_path / "space.toml",
+            "--trials", "8", "--final-seeds", "1", "--out", out, cwd=project)
     assert r.code == 0, r.stderr
     trials = study_of(out).trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]

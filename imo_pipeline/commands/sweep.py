@@ -91,6 +91,11 @@ def sweep(**given: Any) -> None:
         log(f"fixed options from {config_file} [train]: {', '.join(sorted(file_values))}"
             + (f" ({', '.join(ignored)} ignored: a sweep sets them)" if ignored else ""))
     space = load_space(own["space"], cfg.head, cfg)
+    given_keys = [k for k in options if k != "head_options"] + \
+        [f"head.{k}" for k in options.get("head_options") or {}]
+    overridden = [p.key for p in space.params if p.key in given_keys]
+    if overridden:
+        log(f"note: {', '.join(overridden)} given as fixed value(s) but searched by the space: the space decides")
     opts = SweepOptions(trials=own["trials"], final_seeds=own["final_seeds"], stack=own["stack"],
                         prune=own["prune"], retries=own["retries"], workers=own["workers"],
                         scheduler=own["scheduler"], progress=exp.progress)

@@ -721,8 +721,14 @@ class Search:
 # --- the whole sweep ----------------------------------------------------------------------------------------
 def sweep_identity(cfg: TrainConfig, space: Space, fold_key: str | None, groups: list[str] | None,
                    metric: str, direction: str) -> dict[str, Any]:
-    """What a sweep searches (sweep.json): a resume must search the same."""
-    return {"format": SWEEP_FORMAT, "head": cfg.head, "modalities": cfg.modalities, "train": cfg.identity(),
+    """What a sweep searches (sweep.json): a resume must search the same. The fixed value of a searched option
+    is left out (it is never used)."""
+    train = cfg.identity()
+    searched = {p.name for p in space.params if p.section == "train"}
+    train = {k: v for k, v in train.items() if k not in searched}
+    train["head_options"] = {k: v for k, v in train["head_options"].items()
+                             if k not in {p.name for p in space.params if p.section == "head"}}
+    return {"format": SWEEP_FORMAT, "head": cfg.head, "modalities": cfg.modalities, "train": train,
             "space": space.to_dict(), "folds": fold_key, "groups": groups, "metric": metric, "direction": direction}
 
 
