@@ -88,7 +88,7 @@ SWEEP_FORMAT = 1
 STUDY_NAME = "imo-sweep"
 PRUNE_STARTUP = 5           # finished trials before the median pruner acts
 VIEWS_KEPT = 2              # fold views of the corpus a worker keeps (each a copy of the other folds' data)
-IDENTITY = ("format", "head", "modalities", "train", "space", "folds", "groups", "metric", "direction")
+IDENTITY = ("format", "head", "modalities", "space", "train", "folds", "groups", "metric", "direction")
 
 
 def _quiet(*_: Any) -> None:
