@@ -503,7 +503,7 @@ def recover_cut_off(study, say: Callable[[str], None]) -> int:
 
     trials = study.get_trials(deepcopy=False)
     rerun = {t.user_attrs.get("rerun_of") for t in trials}
-    storage = study._storage
+    storage = study._storage            # as Optuna's own stale-trial handling does (no public call for it)
     n = 0
     for t in trials:
         if t.state != TrialState.RUNNING:
@@ -762,13 +762,14 @@ def check_data(cfg: TrainConfig, fold_key: str | None) -> list[str | None]:
     """Open the manifest and the stores (no values loaded) and return the fold order (``[None]`` for the
     single split); one-line errors for what a trial would otherwise fail on."""
     from ..manifest import load_manifest
+    from ..paths import is_url
     from ..store import open_store
     from .experiment import groups_of
 
     manifest = load_manifest(cfg.manifest, cfg.data_root)
     for m in cfg.modalities:
         path = cfg.stores[m]
-        if not str(path).startswith(("s3://", "gs://", "http")) and not Path(path).exists():
+        if not is_url(str(path)) and not Path(path).exists():
             raise ConfigError(f"no {m} store at {path}: run `imo extract --modality {m}` or pass --store "
                               f"{m[0]}=PATH")
         open_store(path).check(modality=m, manifest=manifest)
