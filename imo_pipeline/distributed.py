@@ -122,8 +122,9 @@ def extract_part(job: ExtractJob, shard: ShardSpec, topic: str | None = None) ->
 
 
 # --- client side --------------------------------------------------------------------
-def _cluster(scheduler: str | None, workers: int | None, gpu: bool):
-    """(client, cluster or None): connect to ``scheduler`` or start ``workers`` local worker processes."""
+def connect(scheduler: str | None, workers: int | None, gpu: bool = False):
+    """(client, cluster or None): connect to ``scheduler`` or start ``workers`` local worker processes (one
+    thread each); for extraction and sweeps. The caller closes both."""
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -181,7 +182,7 @@ def extract_on_cluster(job: ExtractJob, scheduler: str | None = None, workers: i
         job = job.resolved()
         job = dataclasses.replace(job, spread_gpus=job.device == "cuda")
     manifest = job.load_manifest()  # fail fast on a bad manifest, and count utterances
-    client, cluster = _cluster(scheduler, workers, job.wants_gpu)
+    client, cluster = connect(scheduler, workers, job.wants_gpu)
     try:
         info = client.scheduler_info()
         n_workers = len(info["workers"])
