@@ -168,7 +168,7 @@ class Corpus:
         tables are gathered as tensors (float16 -> float32 once per batch); lazy ones go through ``collate``."""
         if SPEEDUPS.fast_batches and all(t.values is not None for t in self.tables.values()):
             return {m: t.gather(groups) for m, t in self.tables.items()}
-        return stack_batches([collate([self.item(int(i)) for i in g]) for g in groups])
+        return stack_batches([collate([self.item(int(i)) for i in g]) if len(g) else None for g in groups])
 
     def lengths(self) -> np.ndarray:
         """Total frames of every utterance over modalities ``[n]`` (for bucketing)."""
@@ -267,17 +267,20 @@ def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor,
     return out
 
 
-def stack_batches(batches: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]
+def stack_batches(batches: list[dict[str, tuple[torch.Tensor, torch.Tensor]] | None]
                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Collated batches (one per run) zero-padded to a common ``(B, T)`` and stacked: ``{m: (x (K, B, T, L, D),
-    mask (K, B, T))}``."""
+    """Collated batches (one per run; None: no rows) zero-padded to a common ``(B, T)`` and stacked:
+    ``{m: (x (K, B, T, L, D), mask (K, B, T))}``."""
     out = {}
-    for m in batches[0]:
-        B = max(b[m][0].shape[0] for b in batches)
-        T = max(b[m][0].shape[1] for b in batches)
-        x = torch.zeros(len(batches), B, T, *batches[0][m][0].shape[2:])
+    some = [b for b in batches if b is not None]
+    for m in some[0]:
+        B = max(b[m][0].shape[0] for b in some)
+        T = max(b[m][0].shape[1] for b in some)
+        x = torch.zeros(len(batches), B, T, *some[0][m][0].shape[2:])
         mask = torch.zeros(len(batches), B, T, dtype=torch.bool)
         for k, b in enumerate(batches):
+            if b is None:
+                continue
             xb, mb = b[m]
             x[k, :xb.shape[0], :xb.shape[1]] = xb
             mask[k, :mb.shape[0], :mb.shape[1]] = mb

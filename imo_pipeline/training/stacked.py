@@ -113,31 +113,38 @@ class StackedGroup:
                 summaries[id(tr)] = summary
         while active:
             t0 = time.perf_counter()
-            epochs = {id(tr): tr.state.epoch + 1 for tr in active}
-            losses = self._epoch(active, epochs)
-            share = (time.perf_counter() - t0) / len(active)
-            still = []
-            for tr in active:
+            e = min(tr.state.epoch + 1 for tr in active)
+            training = [tr for tr in active if tr.state.epoch + 1 == e]
+            # Runs that already committed epoch e (a crash fell between the group's commits) take part again
+            # as ghosts: their batches fill the stack as before, nothing of theirs changes, and the others
+            # compute exactly what they computed beside them.
+            stacked = [tr for tr in self.trainers if tr in training or (tr.state.epoch >= e and id(tr) not in
+                                                                         self.failed)]
+            ghosts = {id(tr) for tr in stacked if tr not in training}
+            losses = self._epoch(stacked, e, ghosts)
+            share = (time.perf_counter() - t0) / len(training)
+            still = [tr for tr in active if tr not in training]
+            for tr in training:
                 if id(tr) in self.failed:
                     continue
                 try:
                     with own_rng(self.rng, id(tr)):
-                        summary = tr.end_epoch(epochs[id(tr)], losses[id(tr)], time.perf_counter() - share)
-                except ConfigError as e:
-                    self._fail(tr, e)
+                        summary = tr.end_epoch(e, losses[id(tr)], time.perf_counter() - share)
+                except ConfigError as err:
+                    self._fail(tr, err)
                     continue
                 if summary is None:
                     still.append(tr)
                 else:
                     summaries[id(tr)] = summary
-            active = still
+            active = [tr for tr in self.trainers if tr in still]
         if self.failed and not self.keep_going:
             raise next(iter(self.failed.values()))
         return [summaries.get(id(tr)) or {"failed": str(self.failed[id(tr)])} for tr in self.trainers]
 
-    def _epoch(self, runs: list, epochs: dict[int, int]) -> dict[int, float]:
-        """One epoch of every run in ``runs`` (each its own next epoch), stacked; the mean training loss per run.
-        Leaves each run's weights, AdamW state and step count in its Trainer."""
+    def _epoch(self, runs: list, epoch: int, ghosts: set[int]) -> dict[int, float]:
+        """Epoch ``epoch`` of every run in ``runs``, stacked; the mean training loss per run. Leaves each run's
+        weights, AdamW state and step count in its Trainer; ``ghosts`` (run ids) only fill their place."""
         K = len(runs)
         head = runs[0].model
         named = [list(tr.model.named_parameters()) for tr in runs]
@@ -165,7 +172,7 @@ class StackedGroup:
             st = tr.opt.state.get(named[k][0][1], {})
             counts.append(torch.tensor(float(st["step"]) if "step" in st else 0.0))
 
-        steps = align([tr.schedule(epochs[id(tr)]) for tr in runs])
+        steps = align([tr.schedule(epoch) for tr in runs])
         tables = runs[0].corpus.tables
         n_batches = [sum(b is not None for b in col) for col in zip(*steps)]
 
@@ -185,7 +192,7 @@ class StackedGroup:
         lrs = [tr.opt.param_groups[0]["lr"] for tr in runs]
         head.train()
         it = prefetch(gen())
-        bar = tqdm(total=len(steps), desc=f"epoch {min(epochs.values())} ({K} runs stacked)", unit="step",
+        bar = tqdm(total=len(steps), desc=f"epoch {epoch} ({K - len(ghosts)} runs stacked)", unit="step",
                    disable=not self.progress, file=sys.stderr, leave=False)
         t_start = time.perf_counter()
         wait = 0.0
@@ -197,7 +204,8 @@ class StackedGroup:
                 except StopIteration:
                     break
                 wait += time.perf_counter() - t0
-                live = [k for k in range(K) if step[k] is not None and id(runs[k]) not in self.failed]
+                live = [k for k in range(K) if step[k] is not None and id(runs[k]) not in self.failed
+                        and id(runs[k]) not in ghosts]
                 rows = [len(b) if b is not None else 0 for b in step]
                 seeds: list[int | None] = [None] * K
                 for k in live:
@@ -219,7 +227,7 @@ class StackedGroup:
                     loss = tr.task.loss(logits[k, :rows[k]], ys[k])
                     value = float(loss.detach())
                     if not math.isfinite(value):
-                        self._fail(tr, tr._diverged(epochs[id(tr)], f"the training loss (batch {done[k] + 1} of "
+                        self._fail(tr, tr._diverged(epoch, f"the training loss (batch {done[k] + 1} of "
                                                                     f"{n_batches[k]})"))
                         continue
                     accum = tr.cfg.accum
@@ -255,8 +263,10 @@ class StackedGroup:
         out = {}
         with torch.no_grad():
             for k, tr in enumerate(runs):
-                tr.train_time += spent / K
-                tr.data_wait += wait / K
+                if id(tr) in ghosts:
+                    continue
+                tr.train_time += spent / (K - len(ghosts))
+                tr.data_wait += wait / (K - len(ghosts))
                 if id(tr) in self.failed:
                     continue
                 r = rows_of[k]
@@ -267,7 +277,7 @@ class StackedGroup:
                 for g in tr.opt.param_groups:
                     g["lr"] = lrs[k]
                 try:
-                    tr.check_weights(epochs[id(tr)])
+                    tr.check_weights(epoch)
                 except ConfigError as e:
                     self._fail(tr, e)
                     continue
