@@ -278,3 +278,17 @@ def test_epoch_bands_are_shared_by_runs_and_batches_are_each_runs_own():
     assert [len(x) for x in a] == [len(x) for x in b]
     c = epoch_batches(idx, lengths, 16, seed=0, epoch=4)
     assert longest(c) != longest(a)                                      # another epoch, another band order
+
+
+def test_validation_gathers_the_batches_evaluate_makes(data):
+    from imo_pipeline.training.runs import forward_items
+    from imo_pipeline.training.trainer import predict_split
+
+    base, corpus = data
+    torch.manual_seed(0)
+    head = build_head("cross_attention", {m: InputSpec(len(corpus.tables[m].prep.layers), corpus.metas[m].dim)
+                                          for m in MODS}, 4, {"d_model": 16, "n_heads": 2})
+    idx = np.array([9, 2, 30, 4, 17, 11, 40])
+    got = predict_split(head, corpus, idx, batch_size=3)
+    want = forward_items(head, [corpus.item(int(i)) for i in idx], batch_size=3)
+    assert got.shape == (7, 4) and np.allclose(got, want, atol=1e-6)

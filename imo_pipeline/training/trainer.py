@@ -77,8 +77,8 @@ class TrainConfig:
     fold_key: str | None = None            # cross-validation: manifest field holding the group
     test_group: str | None = None          # the held-out group of this fold
     valid_fraction: float = 0.1            # of train, held out when the manifest has no valid split
-    threads: int = 1                       # torch CPU threads (1: small head ops gain nothing from more, and
-                                           # a spare core assembles batches; more threads oversubscribe a shared CPU)
+    threads: int = 1                       # torch CPU threads (1: the head's ops gain little from more, a spare
+                                           # core gathers batches, and more threads oversubscribe a shared CPU)
     in_memory: str = "auto"
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
 
@@ -173,9 +173,21 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (1 - progress) ** cfg.power
 
 
+@torch.no_grad()
 def predict_split(model: torch.nn.Module, corpus: Corpus, idx: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``, through ``forward_items`` like ``Run.predict``."""
-    return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
+    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``: the batches ``forward_items`` (``Run.predict``,
+    ``imo evaluate``) makes of the same items, gathered from the tables (``Corpus.gather``: the same values)."""
+    if not SPEEDUPS.fast_batches:
+        return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
+    model.eval()
+    idx = np.asarray(idx, np.int64)
+    out = np.zeros((len(idx), model.n_outputs), np.float32)
+    order = np.argsort(corpus.lengths()[idx], kind="stable")        # as forward_items orders its items
+    for lo in range(0, len(idx), batch_size):
+        pick = order[lo:lo + batch_size]
+        batch = {m: (x[0], mask[0]) for m, (x, mask) in corpus.gather([idx[pick]]).items()}
+        out[pick] = model(batch).float().numpy()
+    return out
 
 
 def score(task: Task, logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict, float | None]:
@@ -617,7 +629,7 @@ def train_runs(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus, progress: b
         if key is None and stack and len(jobs) > 1:
             unstackable.add(cfg.head)
         if len(jobs) > 1:
-            tr.tag = f"[run {k + 1}/{len(jobs)}] "
+            tr.tag = f"[run {k + 1}/{len(jobs)}: {f'{cfg.fold_key}={cfg.test_group}, ' if cfg.fold_key else ''}seed {cfg.seed}] "
         groups.setdefault(key if key is not None else f"alone-{k}", []).append(k)
     if unstackable:
         log(f"head {', '.join(sorted(unstackable))} cannot be trained stacked: training its runs one at a time")
