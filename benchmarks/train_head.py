@@ -294,7 +294,7 @@ def main() -> None:
           f"in {load_s:.1f} s (once per run)")
 
     per_thread = speedups(cfg, corpus, root)
-    threads = min(per_thread, key=per_thread.get)
+    threads = 2 if per_thread[2] < 0.9 * per_thread[1] else 1    # more threads only when they clearly pay
     print(f"ten epochs now: {10 * per_thread[threads] / 60:.1f} min (+ {load_s:.0f} s loading); faster on "
           f"{threads} thread(s)")
     if args.stack_epochs:

@@ -38,9 +38,10 @@ def build_head(name: str, inputs: dict[str, InputSpec], n_outputs: int,
 
 
 def rebuild_head(description: dict[str, Any]) -> Head:
-    """The head a ``Head.describe()`` dict describes (fresh weights; load a state_dict into it)."""
+    """The head a ``Head.describe()`` dict describes (fresh weights; load a state_dict into it). The config keeps
+    its type tag, so that a config class can tell a saved description from ``--head-opt`` values."""
     return build_head(description["name"], {m: InputSpec(**s) for m, s in description["inputs"].items()},
-                      description["n_outputs"], {k: v for k, v in description["config"].items() if k != "type"})
+                      description["n_outputs"], dict(description["config"]))
 
 
 __all__ = ["HEADS", "register_head", "build_head", "head_config", "rebuild_head", "drop_modality", "absent_input",

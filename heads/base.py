@@ -29,6 +29,19 @@ never lets a query attend over an empty key set. The heads here use one of:
 - a masked mean clamped at one frame (:func:`masked_mean`), which gives a zero
   vector that the head's LayerNorm maps to a learned constant (``concat``,
   ``probe``).
+
+Stacked runs
+------------
+A head with ``stackable = True`` implements :meth:`Head.stacked_forward`: the
+same computation for ``K`` runs at once, every parameter stacked ``(K, *shape)``
+and every input ``(K, B, T, L, D)`` (:class:`Stack` says each run's real rows and
+frames, its options in ``per_run_options`` and its dropout seed).
+``imo_pipeline.training.stacked`` then trains folds, seeds or sweep trials of
+one architecture side by side. Write its ``forward`` as ``stacked_forward`` with
+``K = 1`` (as ``cross_attention`` does) so both paths are one code; use
+:func:`stacked_linear`, :func:`stacked_layer_norm` and :meth:`Stack.dropout`,
+whose masks are drawn per run over the run's own extent, so that a run gets the
+same result stacked as alone.
 """
 
 from __future__ import annotations

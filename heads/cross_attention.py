@@ -11,6 +11,7 @@ of a single modality) computes that one query.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,15 @@ class CrossAttentionConfig(HeadConfig):
     attn_dropout: float = 0.0    # on attention weights (costly on CPU; off by default)
     input_dropout: float = 0.1   # on projected inputs
     head_dropout: float = 0.1    # before the dense and the output layer
+    input_norm: bool = True      # LayerNorm over each modality's features before the projection
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], name: str = "head") -> "CrossAttentionConfig":
+        """As ``HeadConfig.from_dict``; a run's description written before ``input_norm`` existed (it has a
+        ``type`` tag but no ``input_norm``) rebuilds the head it was trained with, without the LayerNorm."""
+        if "type" in d and "input_norm" not in d:
+            d = {**d, "input_norm": False}
+        return super().from_dict(d, name)
 
     def check(self, name: str = "head") -> None:
         super().check(name)
@@ -53,7 +63,7 @@ class AttentionLayer(nn.Module):
 
 @register_head("cross_attention")
 class CrossAttentionHead(Head):
-    """Per-modality projection + start token + positions + self-attention; one cross-modal block per
+    """Per-modality input LayerNorm + projection + start token + positions + self-attention; one cross-modal block per
     ordered pair (m queries n); start-token pooling; product of the blocks sharing a query modality;
     concatenation; dropout -> dense -> tanh -> dropout -> linear. The start token is never masked, so an absent
     modality (all-False mask row) is its start token alone and every attention row has a key."""
@@ -66,6 +76,10 @@ class CrossAttentionHead(Head):
     def __init__(self, config: CrossAttentionConfig, inputs: dict[str, InputSpec], n_outputs: int):
         super().__init__(config, inputs, n_outputs)
         c, d = config, config.d_model
+        # Stored features differ wildly in scale and offset (log-mel ~15 +- 2, pixels 0.36 +- 0.09, outlier
+        # dimensions of text encoders): normalised first, every modality starts on an equal footing.
+        self.in_norm = nn.ModuleDict({m: nn.LayerNorm(s.dim) if c.input_norm else nn.Identity()
+                                      for m, s in inputs.items()})
         self.proj = nn.ModuleDict({m: nn.Linear(s.dim, d) for m, s in inputs.items()})
         self.start = nn.ParameterDict({m: nn.Parameter(torch.randn(1, 1, d) * 0.02) for m in inputs})
         self.in_drop = nn.Dropout(c.input_dropout)
@@ -97,6 +111,8 @@ class CrossAttentionHead(Head):
         for m in self.modalities:
             x, mask = batch[m]                                             # (K, B, T, L, D), (K, B, T)
             x = x[..., 0, :] if x.shape[-2] == 1 else x.mean(-2)           # (K, B, T, D)
+            if self.config.input_norm:
+                x = stacked_layer_norm(x, params[f"in_norm.{m}.weight"], params[f"in_norm.{m}.bias"])
             h = stacked_linear(x, params[f"proj.{m}.weight"], params[f"proj.{m}.bias"])  # (K, B, T, d)
             K, B, T, d = h.shape
             start = params[f"start.{m}"].reshape(K, 1, 1, d).expand(K, B, 1, d)

@@ -36,9 +36,10 @@ def _register() -> None:
     app.command(name="import-csd")(import_csd.import_csd)
     app.command()(export.export)
     app.command(name="export-manifest")(export_manifest.export_manifest)
-    from .commands import demo, evaluate, predict, train
+    from .commands import compare, demo, evaluate, predict, train
 
     app.command()(train.train)
+    app.command()(compare.compare)
     app.command()(evaluate.evaluate)
     app.command()(predict.predict)
     app.command()(demo.demo)

@@ -19,9 +19,11 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from .errors import MediaError
+from .errors import MediaError, StoreError
 from .manifest import Manifest, ShardSpec, Utterance
+from .paths import is_url
 from .store import NonFiniteError, PartWriter, StoreMeta
+from .store.layout import format_size
 
 PREFETCH = 2  # batches decoded ahead of the model streams
 
@@ -160,7 +162,7 @@ def _intra_op_threads(n: int):
 def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = ShardSpec(),
             budget: float | None = None, progress: bool = True, chunk_mb: float = 4, shard_mb: float = 128,
             streams: int | None = None, on_batch: Callable[[int, float], None] | None = None,
-            dtype: str = "float16") -> ExtractResult:
+            dtype: str = "float16", log: Callable[[str], None] | None = None) -> ExtractResult:
     """Extract ``shard`` of ``manifest`` with ``extractor`` into the store ``out``; resumes a partial part.
 
     Per-utterance problems (missing/corrupt/empty media, encoder errors) are
@@ -169,7 +171,9 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     ``streams`` batches run through the model at once (default: see
     ``default_streams``). Results are written in plan order whatever finishes first.
     ``dtype`` is the store's value type (float16, or float32 for values beyond +-65504); an
-    embedding that is not finite in it fails that utterance like any bad input.
+    embedding that is not finite in it fails that utterance like any bad input. Before any utterance is
+    encoded, the size of what is left to write is estimated (``log``ged when several layers are kept)
+    and the job is refused if the store's disk cannot hold it.
     """
     t0 = time.perf_counter()
     utts = manifest.shard(shard)
@@ -197,6 +201,8 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
         batches = [b for b in plan_batches(sizes, budget, extractor.batching)
                    if any(k not in writer.done_ids for k in b)]
         todo = sum(k not in writer.done_ids for b in batches for k in b)
+        check_disk_space(extractor, [sizes[k] for b in batches for k in b if k not in writer.done_ids], out,
+                         dtype, log)
         bar = tqdm(total=todo, unit="utt", desc=f"{extractor.modality} {shard}", disable=not progress,
                    dynamic_ncols=True)
         ahead = n_streams + PREFETCH
@@ -253,6 +259,42 @@ def extract(manifest: Manifest, extractor, out: str | Path, shard: ShardSpec = S
     _write_errors(result)
     _write_notes(result)
     return result
+
+
+def estimate_bytes(extractor, sizes: list[float], dtype: str = "float16") -> int:
+    """Bytes a store will hold for utterances of ``sizes`` (the extractor's unit): values of every frame
+    (seconds x frame rate for audio; tokens or frames otherwise) for each kept layer, plus pooled vectors."""
+    import numpy as np
+
+    per_unit = extractor.frame_rate if extractor.unit == "s" and extractor.frame_rate else 1.0
+    frames = sum(int(np.ceil(s * per_unit)) + 1 for s in sizes)
+    row = len(extractor.layers) * int(extractor.dim)
+    return frames * row * np.dtype(dtype).itemsize + len(sizes) * row * 4
+
+
+def check_disk_space(extractor, sizes: list[float], out: str | Path, dtype: str = "float16",
+                     log: Callable[[str], None] | None = None) -> int:
+    """Estimate the bytes left to write (see ``estimate_bytes``), say it when several layers are kept, and
+    raise StoreError if the local disk holding ``out`` has less free space; returns the estimate."""
+    import shutil
+
+    need = estimate_bytes(extractor, sizes, dtype)
+    unit_total = sum(sizes)
+    if log and len(extractor.layers) > 1:
+        log(f"estimated store size: {format_size(need)} for {len(sizes)} utterance(s) ({len(extractor.layers)} "
+            f"layers x {extractor.dim} x {dtype}; {format_size(need / max(unit_total, 1e-9))} per {extractor.unit})")
+    if is_url(out):
+        return need
+    folder = Path(out).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise StoreError(f"store {out} needs about {format_size(need)} for {len(sizes)} utterance(s) "
+                         f"({len(extractor.layers)} layers x {extractor.dim}) but {folder} has only "
+                         f"{format_size(free)} free; free space, keep fewer layers (--layers last or e.g. 6,12) "
+                         f"or write the store elsewhere (--out)")
+    return need
 
 
 def _check_sizes(budget: float | None, shard_mb: float, chunk_mb: float, streams: int | None) -> None:

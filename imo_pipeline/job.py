@@ -190,14 +190,14 @@ class ExtractJob:
                                precision=self.precision, **dict(self.options))
 
     def run(self, extractor, manifest: Manifest | None = None, progress: bool = True,
-            on_batch: Callable[[int, float], None] | None = None):
+            on_batch: Callable[[int, float], None] | None = None, log: Callable[[str], None] | None = None):
         """Extract the job's part with ``extractor`` (from ``build_extractor``); returns the ExtractResult."""
         from .extract import extract
 
         extra = {"dtype": self.dtype} if self.dtype != DEFAULT_DTYPE else {}
         return extract(manifest if manifest is not None else self.load_manifest(), extractor, self.out, self.shard,
                        budget=self.budget, progress=progress, shard_mb=self.shard_mb, streams=self.streams,
-                       on_batch=on_batch, **extra)
+                       on_batch=on_batch, log=log, **extra)
 
 
 def encoder_options(encoder: str, modality: str, pairs: dict[str, str] | None = None,

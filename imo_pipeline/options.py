@@ -4,8 +4,9 @@ Two sources share the same rules: text from the command line (``--encoder-opt
 fps=10``, cast with ``cast_text``) and values already parsed from a file (TOML,
 a store's JSON config, checked with ``check_value``). Supported field types:
 ``bool``, ``int``, ``float`` (finite only), ``str``, ``Path``, ``Literal[...]``
-(choices), ``list[X]`` and ``X | None``. A float field takes an integer; a
-bool is never taken as a number.
+(choices), ``list[X]``, ``tuple[X, Y]`` / ``tuple[X, ...]`` (from a list),
+``dict[str, X]`` (a table), ``X | Y`` (the first that fits) and ``X | None``.
+A float field takes an integer; a bool is never taken as a number.
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
 def _optional(tp: Any) -> tuple[Any, bool]:
-    """``X | None`` -> (X, True); anything else -> (tp, False)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    """``X | None`` -> (X, True), ``X | Y | None`` -> (X | Y, True); anything else -> (tp, False)."""
+    if _is_union(tp):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(args) < len(typing.get_args(tp)):
-            return args[0], True
+        if len(args) < len(typing.get_args(tp)):
+            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
     return tp, False
 
 
@@ -47,6 +52,16 @@ def describe(tp: Any) -> str:
         text = "one of " + ", ".join(str(c) for c in typing.get_args(base))
     elif origin is list:
         text = f"a list of {describe(typing.get_args(base)[0])}"
+    elif origin is tuple:
+        args = typing.get_args(base)
+        text = (f"a list of {describe(args[0])}" if len(args) == 2 and args[1] is Ellipsis
+                else f"a list of {len(args)} values ({', '.join(describe(a) for a in args)})")
+    elif origin is dict:
+        text = f"a table of {describe(typing.get_args(base)[1])}"
+    elif _is_union(base):
+        text = " or ".join(describe(a) for a in typing.get_args(base))
+    elif base is Any:
+        text = "any value"
     else:
         text = {bool: "true or false", int: "an integer", float: "a finite number", str: "text",
                 Path: "a path"}.get(base, getattr(base, "__name__", str(base)))
@@ -63,11 +78,30 @@ def check_value(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: got no value; give {describe(tp)}")
     origin = typing.get_origin(base)
     ok, out = False, value
-    if origin is Literal:
+    if _is_union(base):
+        for alt in typing.get_args(base):
+            try:
+                return check_value(value, alt, where)
+            except ConfigError:
+                pass
+    elif origin is Literal:
         ok = any(value == c and type(value) is type(c) for c in typing.get_args(base))
     elif origin is list:
         if isinstance(value, (list, tuple)):
             return [check_value(v, typing.get_args(base)[0], where) for v in value]
+    elif origin is tuple:
+        args = typing.get_args(base)
+        if isinstance(value, (list, tuple)):
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(check_value(v, args[0], where) for v in value)
+            if len(value) == len(args):
+                return tuple(check_value(v, a, where) for v, a in zip(value, args))
+    elif origin is dict:
+        kt, vt = typing.get_args(base)
+        if isinstance(value, dict):
+            return {check_value(k, kt, where): check_value(v, vt, f"{where}.{k}") for k, v in value.items()}
+    elif base is Any:
+        ok = True
     elif base is bool:
         ok = isinstance(value, bool)
     elif base is int:

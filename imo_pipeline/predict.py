@@ -31,6 +31,7 @@ class Prediction:
     scores: np.ndarray | None = None   # (C,) probabilities, or () value for regression
     labels: list[str] | None = None
     error: str | None = None
+    missing: tuple[str, ...] = ()       # run modalities the input lacked (runs trained with modality dropout)
 
     @property
     def label(self) -> str | float | None:
@@ -70,17 +71,31 @@ class Predictor:
     def modalities(self) -> list[str]:
         return list(self.run.modalities)
 
-    def embed(self, utt: Utterance, manifest: Manifest, decoded: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """Per-modality ``[T, L, D]`` float16 features of one utterance, as a store would hold them
-        (``decoded``: media already decoded, e.g. a waveform array, used instead of the utterance's file)."""
+    def missing(self, utt: Utterance, decoded: dict[str, Any] | None = None) -> list[str]:
+        """The run's modalities that ``utt`` has no media for; MediaError (one line naming the option to add)
+        unless the run was trained with modality dropout and at least one is there."""
         decoded = decoded or {}
         missing = [m for m in self.modalities if m not in decoded and not _has_media(utt, m)]
-        if missing:
+        if not missing:
+            return []
+        if len(missing) == len(self.modalities):
+            raise MediaError(f"utterance {utt.id!r} has none of the run's modalities; pass "
+                             f"{' or '.join('--' + m for m in missing)} (or add it to the manifest)")
+        if not self.run.modality_dropout:
             raise MediaError(f"utterance {utt.id!r}: the run needs {', '.join(missing)} but the input has none; "
                              f"pass {' '.join('--' + m for m in missing)} (or add it to the manifest); "
-                             f"run modalities: {', '.join(self.modalities)}")
+                             f"run modalities: {', '.join(self.modalities)} (only a run trained with "
+                             f"--modality-dropout predicts without one)")
+        return missing
+
+    def embed(self, utt: Utterance, manifest: Manifest, decoded: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Per-modality ``[T, L, D]`` float16 features of one utterance, as a store would hold them
+        (``decoded``: media already decoded, e.g. a waveform array, used instead of the utterance's file).
+        A modality it lacks is left out when the run was trained with modality dropout (see ``missing``)."""
+        decoded = decoded or {}
+        missing = self.missing(utt, decoded)
         return {m: self._embed_media(m, decoded[m] if m in decoded else ext.load(utt, manifest))
-                for m, ext in self.extractors.items()}
+                for m, ext in self.extractors.items() if m not in missing}
 
     def _embed_media(self, modality: str, media: Any) -> np.ndarray:
         return self.extractors[modality].embed([media])[0].astype(np.float16)
@@ -95,7 +110,7 @@ class Predictor:
         for utt in tqdm(manifest, desc="predict", unit="utt", disable=not progress):
             try:
                 scores = self.predict_features([self.embed(utt, manifest)])[0]
-                out.append(Prediction(utt.id, scores, self.run.labels))
+                out.append(Prediction(utt.id, scores, self.run.labels, missing=tuple(self.missing(utt))))
             except ImoError as e:
                 out.append(Prediction(utt.id, labels=self.run.labels, error=str(e)))
         return out
@@ -118,7 +133,8 @@ class Predictor:
         if wave is not None and "audio" in self.extractors:  # conformed as decoding a file would be
             decoded["audio"] = conform_audio(wave, sample_rate, self.extractors["audio"].sample_rate)
         feats = self.embed(utt, Manifest([utt], Path(tempfile.gettempdir()), "<command line>"), decoded)
-        return Prediction(utt.id, self.predict_features([feats])[0], self.run.labels)
+        return Prediction(utt.id, self.predict_features([feats])[0], self.run.labels,
+                          missing=tuple(self.missing(utt, decoded)))
 
 
 def _has_media(utt: Utterance, modality: str) -> bool:

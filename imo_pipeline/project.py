@@ -9,9 +9,15 @@ cache = "cache"                             # stores go to <cache>/<modality>.za
 audio = "facebook/wav2vec2-base"
 text = "roberta-base"
 video = "fabnet:checkpoints/fabnet.pth"
+
+[train]                                     # any `imo train` option (training.config)
+modalities = ["a", "t", "v"]
+epochs = 30
+head_options = {d_model = 128}
 ```
 Relative paths resolve against the folder holding ``imo.toml``. Command-line
-options override the file.
+options override the file. ``imo train --config FILE.toml`` reads a file of the
+same form (e.g. a recipe) and takes its ``[train]`` section instead of imo.toml's.
 
 Every key the file may hold is declared once, here: the top-level keys by
 ``TopLevel`` and each ``[section]`` by a dataclass in ``SECTIONS``, whose field
@@ -31,6 +37,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .options import check_fields, field_types
+from .training.config import TrainSection
 
 FILENAME = "imo.toml"
 MODALITIES = ("audio", "text", "video")
@@ -63,8 +70,9 @@ class EncodersSection:
     video: str | None = None
 
 
-#: Every ``[section]`` of imo.toml and the dataclass that declares its keys.
-SECTIONS: dict[str, type] = {"encoders": EncodersSection}
+#: Every ``[section]`` of imo.toml and the dataclass that declares its keys. ``[train]`` is derived from
+#: ``TrainConfig`` and ``ExperimentOptions`` (training/config.py), where the `imo train` options are declared.
+SECTIONS: dict[str, type] = {"encoders": EncodersSection, "train": TrainSection}
 
 
 @dataclass
@@ -122,13 +130,21 @@ def _read_toml(path: Path) -> dict:
 
 
 def _resolve_paths(obj: Any, root: Path) -> Any:
-    """Relative ``Path`` fields of a section made absolute against ``root`` (the folder of imo.toml)."""
+    """Relative ``Path`` fields of a section made absolute against ``root`` (the folder of imo.toml), and the
+    values of a table field marked as paths (``metadata={"path": True}``, e.g. ``[train] stores``; URLs kept)."""
+    from .paths import is_url
+
+    def absolute(v: Path) -> Path:
+        v = v.expanduser()
+        return v if v.is_absolute() else root / v
+
     changes = {}
-    for name, tp in field_types(type(obj)).items():
-        v = getattr(obj, name)
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
         if isinstance(v, Path):
-            v = v.expanduser()
-            changes[name] = v if v.is_absolute() else root / v
+            changes[f.name] = absolute(v)
+        elif isinstance(v, dict) and f.metadata.get("path"):
+            changes[f.name] = {k: x if is_url(str(x)) else str(absolute(Path(x))) for k, x in v.items()}
     return dataclasses.replace(obj, **changes)
 
 
@@ -148,6 +164,17 @@ def load_project(folder: str | Path | None = None) -> Project:
     path = root / FILENAME
     if not path.is_file():
         return Project(root)
+    return read_config_file(path)
+
+
+def read_config_file(path: str | Path) -> Project:
+    """A TOML file of imo.toml's form (e.g. ``imo train --config recipe.toml``), checked like imo.toml; its
+    relative paths resolve against its own folder."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist{' (it is a folder)' if path.is_dir() else ''}; "
+                          f"pass a TOML file, e.g. recipes/sse-ft-iemocap.toml")
+    root = path.parent
     raw = _read_toml(path)
     top_keys = list(field_types(TopLevel))
     unknown = sorted(k for k in raw if k not in top_keys and k not in SECTIONS)

@@ -4,6 +4,7 @@ thread, and the `imo` command line run in this process."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,15 @@ def imo(capsys, monkeypatch):
         return CliResult(code, out, err)
 
     return call
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MB tmpfs mounted for the test (root only)."""
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

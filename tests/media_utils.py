@@ -101,3 +101,34 @@ def write_frames_folder(folder: Path, frames: list[np.ndarray], ext: str = "png"
     for i, f in enumerate(frames):
         cv2.imwrite(str(folder / f"{i:04d}.{ext}"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     return folder
+
+
+def write_av(path: Path, audio: np.ndarray, rate: int, frames: list[np.ndarray] | None = None, fps: int = 25) -> Path:
+    """An mp4 with PyAV: mpeg4 video (when ``frames`` are given) + AAC mono audio."""
+    from fractions import Fraction
+
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        vs = None
+        if frames is not None:
+            vs = c.add_stream("mpeg4", rate=fps)
+            vs.width, vs.height, vs.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+            vs.options = {"qscale": "3"}
+        aus = c.add_stream("aac", rate=rate)
+        aus.layout = "mono"
+        for i in range(0, len(audio), 1024):
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, i:i + 1024]), format="fltp", layout="mono")
+            f.sample_rate, f.pts, f.time_base = rate, i, Fraction(1, rate)
+            for p in aus.encode(f):
+                c.mux(p)
+        for img in frames or []:
+            for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in aus.encode(None):
+            c.mux(p)
+        if vs is not None:
+            for p in vs.encode(None):
+                c.mux(p)
+    return path

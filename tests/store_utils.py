@@ -65,10 +65,12 @@ def synth_sequence(rng: np.random.Generator, modality: str, bit: int, direction:
 
 
 def make_partial_info_set(root: Path, per_class: int = 40, modalities=("audio", "text", "video"), seed: int = 0,
-                          task: str = "classification", folds: int = 0, drop: dict[str, list[str]] | None = None):
+                          task: str = "classification", folds: int = 0, drop: dict[str, list[str]] | None = None,
+                          speakers: int = 0):
     """A 4-class set where each modality carries one bit of the class (see BITS) + stores for ``modalities``.
 
-    Splits: 60 % train, 20 % valid, 20 % test per class; ``folds`` > 0 adds a ``fold`` field (session).
+    Splits: 60 % train, 20 % valid, 20 % test per class; ``folds`` > 0 adds a ``fold`` field (session);
+    ``speakers`` > 0 adds a ``speaker`` field, that many speakers per fold (or in all, without folds).
     ``task="regression"`` makes labels numbers in [-3, 3] from the class. Returns (manifest path, {modality: store}).
     """
     rng = np.random.default_rng(seed)
@@ -81,6 +83,8 @@ def make_partial_info_set(root: Path, per_class: int = 40, modalities=("audio", 
             line = {"id": f"{CLASSES[c]}_{i:03d}", "label": label, "split": split}
             if folds:
                 line["fold"] = f"Ses{i % folds + 1:02d}"
+            if speakers:
+                line["speaker"] = f"{line.get('fold', 'S')}-spk{(i // max(folds, 1)) % speakers}"
             lines.append(line)
             classes.append(c)
     order = rng.permutation(len(lines))

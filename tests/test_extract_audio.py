@@ -171,3 +171,32 @@ def test_half_precision_checkpoint_runs_in_float32(tmp_path):
     assert next(ext.model.parameters()).dtype == torch.float32
     emb = ext.embed([tone(0.5, 16000)[:, 0]])[0]
     assert emb.dtype == np.float32 and np.isfinite(emb).all()
+
+
+def test_store_size_is_estimated_before_extraction_and_a_full_disk_refused(tmp_path, imo, small_fs):
+    """`--layers all` prints the estimated store size first; a disk that cannot hold it is refused before any
+    utterance is encoded (the estimate is checked against the store a real run writes)."""
+    from scale_utils import make_audio_project
+
+    root = make_audio_project(tmp_path / "p", 12)
+    args = ["extract", "-m", "audio", "--manifest", root / "m.jsonl", "--encoder", root / "model", "--layers", "all",
+            "--device", "cpu", "--shard-mb", "0.05", "--no-progress"]
+    r = imo(*args, "--out", tmp_path / "a.zarr")
+    assert r.code == 0, r.stderr
+    line = next(x for x in r.stderr.splitlines() if x.startswith("estimated store size"))
+    st = open_store(tmp_path / "a.zarr")
+    from imo_pipeline.extract import estimate_bytes
+    ext = build_extractor(str(root / "model"), "audio", layers="all", device="cpu")
+    man = load_manifest(root / "m.jsonl")
+    est = estimate_bytes(ext, [ext.measure(u, man) for u in man])
+    assert st.nbytes <= est <= 1.1 * st.nbytes and f"for 12 utterance(s) ({len(ext.layers)} layers" in line
+
+    vfs = os.statvfs(small_fs)
+    (small_fs / "ballast").write_bytes(b"\0" * (vfs.f_bavail * vfs.f_frsize - est // 3))
+    r = imo(*args, "--out", small_fs / "a.zarr")
+    assert r.code == 2 and "Traceback" not in r.stderr
+    assert r.error.startswith(f"error: store {small_fs / 'a.zarr'} needs about") and "--layers" in r.error
+    assert not list((small_fs / "a.zarr").rglob("c/*"))               # no embedding was written
+    (small_fs / "ballast").unlink()
+    assert imo(*args, "--out", small_fs / "a.zarr").code == 0          # with room, the same command runs
+    assert len(open_store(small_fs / "a.zarr")) == 12

@@ -85,6 +85,21 @@ def test_6class_and_binary_targets(release):
     assert {k: t[k] for k in ("neu", "hap", "sad", "ang")} == {"neu": 0, "hap": 1, "sad": 0, "ang": 0}
 
 
+def test_original_protocol_drops_exc_and_splits_sessions_1_to_4_from_5(release, tmp_path):
+    assert [map_label(c, "original") for c in ("neu", "hap", "exc", "sad", "ang", "fru")] == \
+        ["neu", "hap", None, "sad", "ang", None]
+    utts, report = prepare("iemocap", release, tmp_path / "orig.jsonl", labels="original")
+    by = {u.id: u for u in utts}
+    assert "Ses01F_impro01_F001" not in by                     # exc is dropped, not merged into hap
+    assert report.excluded["exc"] == 1 and report.counts["label"] == {"ang": 1, "hap": 2, "neu": 2, "sad": 1}
+    assert {u.split for u in utts if u.fold != "5"} == {"train"} and {u.split for u in utts if u.fold == "5"} == {"test"}
+    assert not any(u.split == "valid" for u in utts)            # imo train holds out training speakers instead
+    t = by["Ses01M_script01_1_M001"].targets
+    assert {k: t[k] for k in ("neu", "hap", "sad", "ang")} == {"neu": 0, "hap": 1, "sad": 0, "ang": 0}
+    assert any("518 validation utterances" in n and "exc dropped" in n for n in report.notes)
+    assert all(u.speaker for u in load_manifest(tmp_path / "orig.jsonl", data_root=release))
+
+
 def test_strict_makes_problems_fatal(release, tmp_path):
     with pytest.raises(ManifestError, match="--strict and 8 problem"):
         prepare("iemocap", release, tmp_path / "m.jsonl", strict=True)

@@ -573,11 +573,11 @@ def test_evaluate_refuses_unlabeled_utterances_of_its_split(project, stopped, im
     copies = {m: shutil.copytree(project / f"cache/{m}.zarr", tmp_path / f"{m}.zarr") for m in ("audio", "text")}
     restamp(other, copies)
     args = ["evaluate", stopped, "--manifest", other, "--store", f"a={copies['audio']}", "--store",
-            f"t={copies['text']}", "--out", tmp_path / "ev"]
+            f"t={copies['text']}", "--split", "test", "--out", tmp_path / "ev"]
     refused(imo(*args, cwd=project), f"2 utterance(s) of split test have no label (e.g. {test_ids[0]!r})",
             "imo predict --manifest")
-    assert not (tmp_path / "ev" / "eval-test.json").exists()
-    r = imo(*args[:-2], "--split", "valid", "--out", tmp_path / "ev", cwd=project)      # other splits are labeled
+    assert not list((tmp_path / "ev").glob("eval-*"))
+    r = imo(*args[:-4], "--split", "valid", "--out", tmp_path / "ev", cwd=project)      # other splits are labeled
     assert r.code == 0, r.stderr
 
 

@@ -133,7 +133,9 @@ def test_cross_validation_reports_each_fold_and_mean_std(partial_set, tmp_path):
         run_cfg = json.loads((tmp_path / "cv" / f"fold-{g}" / "config.json").read_text())
         assert run_cfg["train"]["test_group"] == g and run_cfg["splits"]["test"] > 0
     was = [f["wa"] for f in res["folds"].values()]
-    assert res["mean"]["wa"] == pytest.approx(np.mean(was)) and res["std"]["wa"] == pytest.approx(np.std(was))
+    assert res["mean"]["wa"] == pytest.approx(np.mean(was))
+    assert res["std"]["wa"] == pytest.approx(np.std(was, ddof=1))          # sample std, as everywhere in imo
+    assert "ddof=1" in res["std_definition"]
     assert json.loads((tmp_path / "cv" / "cv.json").read_text())["mean"] == res["mean"]
 
 

@@ -116,3 +116,30 @@ def test_a_label_outside_the_trained_set_is_refused():
     task = build_task("classification", utts("classification", 8, "tr"), [])
     with pytest.raises(ManifestError, match=r"label 'fru', which the model was not trained on"):
         task.targets([Utterance("u", "fru")])
+
+
+def test_binary_task_scores_as_the_original_criterion():
+    """emotion_prediction_cri.py (--binary-target-iemocap): two logits per emotion under a softmax and NLL, argmax
+    per emotion, accuracy = correct decisions / (4 x utterances), per-emotion accuracy and weighted F1. imo's one
+    logit per emotion (the pair's difference) gives the same loss, decisions and metrics."""
+    import torch.nn.functional as F
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    names = ["neu", "sad", "ang", "hap"]
+    utts = [Utterance(f"u{i}", names[i % 4]) for i in range(40)]
+    task = build_task("binary", utts, [])
+    y = task.targets(utts)                                           # (N, 4) one-hot over task.labels
+    pairs = torch.from_numpy(rng.normal(size=(40, 4, 2)).astype(np.float32))   # the original's (no, yes) logits
+    z = pairs[..., 1] - pairs[..., 0]                                # imo's logit per emotion
+    target = torch.from_numpy(y).long()
+    original_loss = F.nll_loss(F.log_softmax(pairs.view(-1, 2), dim=-1), target.view(-1))   # mean over 4N decisions
+    assert float(task.loss(z, torch.from_numpy(y))) == pytest.approx(float(original_loss), rel=1e-5)
+    preds = pairs.argmax(-1).numpy()                                 # the original's decision per emotion
+    m = task.metrics(y, task.outputs(z).numpy())
+    assert m["acc_mean"] == pytest.approx((preds == y).sum() / (4 * 40))   # its aggregate "accuracy"
+    for e, name in enumerate(task.labels):
+        assert m[f"acc_{name}"] == pytest.approx(accuracy_score(y[:, e], preds[:, e]))
+        assert m[f"f1_{name}"] == pytest.approx(f1_score(y[:, e], preds[:, e], average="weighted"))
+    task.check_metric("acc_mean", task.labels)                       # selectable with --best-metric acc_mean
+    task.check_metric("loss", task.labels)

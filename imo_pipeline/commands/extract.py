@@ -81,7 +81,7 @@ def _run_here(job, progress: bool) -> None:
     ext = job.build_extractor()
     typer.echo(f"{job.modality}: {ext.family} {ext.config.source or ''} on {ext.device}, layers {ext.layers}, "
                f"dim {ext.dim} -> {job.out} (part {job.shard})", err=True)
-    result = job.run(ext, manifest, progress=progress)
+    result = job.run(ext, manifest, progress=progress, log=lambda msg: typer.echo(msg, err=True))
     typer.echo(result.summary(ext.unit))
     if result.failed:
         typer.echo(f"{len(result.failed)} utterance(s) failed; see {result.errors_file}; fix them and re-run "

@@ -7,14 +7,6 @@ import json
 import typer
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return ""
-
-
 def inspect(store: str = typer.Argument(..., help="Path or URL of an embedding store (.zarr)."),
             as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of text."),
             verify: bool = typer.Option(False, "--verify", help="Also check every file against its checksum and "
@@ -22,6 +14,7 @@ def inspect(store: str = typer.Argument(..., help="Path or URL of an embedding s
     """Describe a store: utterances, frames, shapes, encoder, size on disk and the state of its parts.
     Exit status 1 when a part is damaged (each is named with the command that rebuilds it)."""
     from ..store import open_store
+    from ..store.layout import format_size
 
     report = None
     if verify:
@@ -55,7 +48,7 @@ def inspect(store: str = typer.Argument(..., help="Path or URL of an embedding s
     typer.echo(f"encoder      {m.encoder.get('type')} {m.encoder.get('source') or ''}".rstrip())
     typer.echo(f"utterances   {len(st)}  frames {st.n_frames}  failed {len(st.failed)}  with notes {len(info['notes'])}")
     typer.echo(f"shape        layers {m.layers} x dim {m.dim}  ({m.dtype}, {m.frame_rate or '-'} frames/s)")
-    typer.echo(f"on disk      {_size(st.size_on_disk())}")
+    typer.echo(f"on disk      {format_size(st.size_on_disk())}")
     typer.echo(f"parts        {done}/{len(st.parts_status)} complete")
     for p in st.parts_status:
         lock = " (locked: a job is writing it)" if p.locked else ""

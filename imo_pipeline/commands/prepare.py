@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from .media_options import asr_config, media_option, segment_config
+
 _MEDIA = "media: raw recordings"
 _EMOBOX = "emobox: EmoBox metadata"
 _LHOTSE = "lhotse: cuts manifests"
@@ -19,8 +21,9 @@ def prepare(
                                        "emobox: EmoBox's data/ folder, data/<NAME>/ or a metadata JSONL; "
                                        "lhotse: a cuts manifest (.jsonl or .jsonl.gz)."),
     out: Path = typer.Option(..., "--out", "-o", help="Manifest to write (JSONL); a NAME.report.json goes beside it."),
-    labels: Optional[str] = typer.Option(None, help="Label set: iemocap 4class|6class|binary; meld 7class|sentiment; "
-                                         "mosi/mosei regression|2class|7class; ravdess 8class|4class; cremad 6class|4class; "
+    labels: Optional[str] = typer.Option(None, help="Label set: iemocap 4class|6class|binary|original (the "
+                                         "original work's protocol); meld 7class|sentiment; mosi/mosei "
+                                         "regression|2class|7class; ravdess 8class|4class; cremad 6class|4class; "
                                          "emobox mapped|raw."),
     strict: bool = typer.Option(False, help="Fail on any missing file, unknown label code or mismatched id."),
     folds: Optional[str] = typer.Option(None, help="mosi/mosei: standard folds file (JSON or the SDK's *_std_folds.py); "
@@ -29,28 +32,21 @@ def prepare(
     data_root: Optional[Path] = typer.Option(None, help="media: folder the manifest's media paths are written relative "
                                              "to (default: the manifest's folder); emobox/lhotse: folder their "
                                              "relative audio paths resolve against (checked when given)."),
-    vad_threshold: float = typer.Option(0.5, help="Speech probability that starts a segment.", rich_help_panel=_MEDIA),
-    vad_neg_threshold: Optional[float] = typer.Option(None, help="Probability below which speech ends "
-                                                      "(default: threshold - 0.15).", rich_help_panel=_MEDIA),
-    min_speech: float = typer.Option(0.25, help="Shortest speech burst kept (s).", rich_help_panel=_MEDIA),
-    min_silence: float = typer.Option(0.1, help="Silence that ends a speech region (s).", rich_help_panel=_MEDIA),
-    pad: float = typer.Option(0.1, help="Padding around each speech region (s).", rich_help_panel=_MEDIA),
-    merge_gap: float = typer.Option(0.5, help="Regions closer than this are joined, up to --max-len (s).",
-                                    rich_help_panel=_MEDIA),
-    min_len: float = typer.Option(1.0, help="Shorter segments are widened into the silence around them (s).",
-                                  rich_help_panel=_MEDIA),
-    max_len: float = typer.Option(15.0, help="Longer segments are cut at their quietest point (s).",
-                                  rich_help_panel=_MEDIA),
-    asr: Optional[str] = typer.Option(None, "--asr", help="faster-whisper model folder or name for transcripts "
-                                      "(default: the packaged Whisper base).", rich_help_panel=_MEDIA),
-    no_asr: bool = typer.Option(False, "--no-asr", help="No transcripts (no text field).", rich_help_panel=_MEDIA),
-    compute_type: str = typer.Option("int8", help="CTranslate2 compute type: int8, float32, float16 (GPU), ...",
-                                     rich_help_panel=_MEDIA),
-    language: str = typer.Option("auto", help="Spoken language code (en, de, ...), or auto: detected per segment.",
-                                 rich_help_panel=_MEDIA),
-    beam_size: int = typer.Option(5, help="Whisper beam size (1 = greedy, faster).", rich_help_panel=_MEDIA),
-    asr_device: str = typer.Option("cpu", help="cpu or cuda for Whisper.", rich_help_panel=_MEDIA),
-    progress: bool = typer.Option(True, help="Show a progress bar.", rich_help_panel=_MEDIA),
+    vad_threshold: float = media_option("vad_threshold", _MEDIA),
+    vad_neg_threshold: Optional[float] = media_option("vad_neg_threshold", _MEDIA),
+    min_speech: float = media_option("min_speech", _MEDIA),
+    min_silence: float = media_option("min_silence", _MEDIA),
+    pad: float = media_option("pad", _MEDIA),
+    merge_gap: float = media_option("merge_gap", _MEDIA),
+    min_len: float = media_option("min_len", _MEDIA),
+    max_len: float = media_option("max_len", _MEDIA),
+    asr: Optional[str] = media_option("asr", _MEDIA),
+    no_asr: bool = media_option("no_asr", _MEDIA),
+    compute_type: str = media_option("compute_type", _MEDIA),
+    language: str = media_option("language", _MEDIA),
+    beam_size: int = media_option("beam_size", _MEDIA),
+    asr_device: str = media_option("asr_device", _MEDIA),
+    progress: bool = media_option("progress", _MEDIA),
     emobox_dataset: Optional[str] = typer.Option(None, "--dataset", help="EmoBox dataset name (iemocap, cafe, ...; "
                                                  "default: from the folder or file name).", rich_help_panel=_EMOBOX),
     fold: int = typer.Option(1, help="EmoBox fold whose train/valid/test lists set each line's split.",
@@ -67,13 +63,9 @@ def prepare(
     from ..prepare import prepare as run
 
     if dataset == "media":
-        from ..media.asr import ASRConfig
-        from ..media.segment import SegmentConfig
-
-        seg = SegmentConfig(threshold=vad_threshold, neg_threshold=vad_neg_threshold, min_speech=min_speech,
-                            min_silence=min_silence, pad=pad, merge_gap=merge_gap, min_len=min_len, max_len=max_len)
-        asr_cfg = None if no_asr else ASRConfig(model=asr, compute_type=compute_type, language=language,
-                                                beam_size=beam_size, device=asr_device)
+        seg = segment_config(vad_threshold, vad_neg_threshold, min_speech, min_silence, pad, merge_gap, min_len,
+                             max_len)
+        asr_cfg = None if no_asr else asr_config(asr, compute_type, language, beam_size, asr_device)
         root = (data_root or out.parent).resolve()
         options = {"paths": paths, "segment": seg, "asr": asr_cfg, "data_root": root, "progress": progress}
     else:

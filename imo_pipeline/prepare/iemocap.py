@@ -10,6 +10,16 @@ Layout read::
 Speaker: session + the gender letter of the utterance id's last field
 (``Ses01F_impro01_M012`` is the male actor of session 1, ``Ses01M``), not the
 dialog name's letter. Fold: the session. Split: sessions 1-3 train, 4 valid, 5 test.
+
+Label sets: ``4class`` (neu, hap with exc merged into it, sad, ang), ``6class``
+(+ exc, fru), ``binary`` (4class with per-emotion 0/1 targets) and ``original``:
+the original work's protocol (Siriwardhana et al. 2020, ``--binary-target-iemocap``
+in ``raw_audio_text_video_dataset.py``): neu, sad, ang, hap with exc **dropped**
+(not merged), per-emotion 0/1 targets (train with ``--task binary``), sessions 1-4
+train and session 5 test. It writes no valid split: `imo train` holds out a share
+of the training speakers (``--valid-fraction``, one speaker of the eight by
+default). The released split differs: its 518 validation utterances all lie
+inside its 1,241 test utterances, so model selection there saw the test set.
 """
 
 from __future__ import annotations
@@ -23,8 +33,10 @@ from .base import PrepareReport, Preparer, is_hidden, register_preparer
 CODES = ("neu", "hap", "exc", "sad", "ang", "fru", "sur", "fea", "dis", "oth", "xxx")
 FOUR = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 SIX = {"neu": "neu", "hap": "hap", "exc": "exc", "sad": "sad", "ang": "ang", "fru": "fru"}
+ORIGINAL = {"neu": "neu", "sad": "sad", "ang": "ang", "hap": "hap"}   # exc dropped, as the original work does
 BINARY = ("neu", "hap", "sad", "ang")
 SPLIT_OF_SESSION = {"1": "train", "2": "train", "3": "train", "4": "valid", "5": "test"}
+ORIGINAL_SPLIT = {"1": "train", "2": "train", "3": "train", "4": "train", "5": "test"}
 
 UTT_RE = re.compile(r"^(Ses(\d\d)[FM])_(\w+?)_([FM])(\d{3})$")
 EVAL_RE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\]")
@@ -49,15 +61,27 @@ def map_label(code: str, label_set: str) -> str | None:
     """The class of an EmoEvaluation code under a label set (None: not in that set)."""
     if label_set == "6class":
         return SIX.get(code)
+    if label_set == "original":
+        return ORIGINAL.get(code)
     return FOUR.get(code)  # 4class and binary use the same four classes
 
 
 @register_preparer("iemocap")
 class Iemocap(Preparer):
-    label_sets = ("4class", "6class", "binary")
-    description = "IEMOCAP_full_release; 4class (neu, hap+exc, sad, ang), 6class (+exc, fru), binary (per-emotion targets)"
+    label_sets = ("4class", "6class", "binary", "original")
+    description = ("IEMOCAP_full_release; 4class (neu, hap+exc, sad, ang), 6class (+exc, fru), binary (per-emotion "
+                   "targets), original (the original work's: neu, sad, ang, hap with exc dropped, sessions 1-4 "
+                   "train, 5 test, per-emotion targets)")
 
     def collect(self, report: PrepareReport) -> list[Utterance]:
+        utts = self._collect(report)
+        if self.labels == "original":
+            report.note("original protocol: exc dropped (not merged into hap); sessions 1-4 train, 5 test; no valid "
+                        "split: `imo train` holds out a share of the training speakers (--valid-fraction). The "
+                        "released split's 518 validation utterances all lie inside its 1,241 test utterances.")
+        return utts
+
+    def _collect(self, report: PrepareReport) -> list[Utterance]:
         sessions = sorted(p for p in self.root.glob("Session*") if p.is_dir())
         if not sessions:
             report.add("missing", self.root, "no Session1..Session5 folders; pass the IEMOCAP_full_release folder")
@@ -136,8 +160,9 @@ class Iemocap(Preparer):
             report.add("mismatched_id", where, f"{uid}: no line in the dialog's transcription; kept without text")
         v, a, d = rec["vad"]
         targets: dict = {"valence": v, "arousal": a, "dominance": d}
-        if self.labels == "binary":
+        if self.labels in ("binary", "original"):
             targets.update({e: int(label == e) for e in BINARY})
-        return Utterance(id=uid, label=label, split=SPLIT_OF_SESSION.get(info["session"]), fold=info["session"],
+        splits = ORIGINAL_SPLIT if self.labels == "original" else SPLIT_OF_SESSION
+        return Utterance(id=uid, label=label, split=splits.get(info["session"]), fold=info["session"],
                          speaker=info["speaker"], audio=Segment(self.rel(wav)), text=text.get(uid), video=video,
                          targets=targets, extra={"improvised": info["improvised"], "emotion_code": code})

@@ -127,3 +127,12 @@ def geometry(n_layers: int, dim: int, chunk_mb: float, shard_mb: float, dtype: s
     chunk = max(1, int(chunk_mb * 2**20) // row)
     per_shard = max(1, int(shard_mb * 2**20) // (chunk * row))
     return chunk, chunk * per_shard
+
+
+def format_size(n: float) -> str:
+    """Bytes for people: ``512 B``, ``4.1 MB``, ``2.3 GB``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return ""

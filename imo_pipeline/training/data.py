@@ -49,10 +49,11 @@ class Preprocess:
     layers: list[int]       # positions among the stored layers
     downsample: int = 1     # mean over non-overlapping windows of this many frames
     dtype: str = "float16"  # the store's value dtype (float32 stores keep values beyond float16's range)
+    max_frames: int | None = None  # keep only the first this many stored frames (before downsampling)
 
     def apply(self, arr: np.ndarray) -> np.ndarray:
-        """Select layers, downsample in float32, return the store's dtype."""
-        x = np.asarray(arr)[:, self.layers].astype(np.float32)       # (T, L', D)
+        """Keep the first ``max_frames`` frames, select layers, downsample in float32, return the store's dtype."""
+        x = np.asarray(arr)[: self.max_frames, self.layers].astype(np.float32)   # (T, L', D)
         k = self.downsample
         if k > 1 and len(x) > 1:
             T = len(x)
@@ -67,22 +68,27 @@ class Preprocess:
             return x.astype(self.dtype, copy=False)
 
     def out_length(self, T: int) -> int:
+        T = min(T, self.max_frames) if self.max_frames else T
         return -(-T // self.downsample) if T > 1 else T
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["max_frames"] is None:
+            del d["max_frames"]            # runs without a cap keep the config they always had
+        return d
 
 
-def make_preprocess(meta: StoreMeta, head_layers: str, downsample: int | str = "auto") -> Preprocess:
-    """The preprocessing for a store: the head's layer choice (``last``/``all``) and a downsampling factor
-    (``auto``: audio to about 12.5 frames/s, other modalities untouched)."""
+def make_preprocess(meta: StoreMeta, head_layers: str, downsample: int | str = "auto",
+                    max_frames: int | None = None) -> Preprocess:
+    """The preprocessing for a store: the head's layer choice (``last``/``all``), a downsampling factor
+    (``auto``: audio to about 12.5 frames/s, other modalities untouched) and a cap on the stored frames kept."""
     layers = list(range(meta.n_layers)) if head_layers == "all" else [meta.n_layers - 1]
     if downsample == "auto":
         rate = meta.frame_rate
         k = max(1, int(round(rate / AUTO_RATE))) if meta.modality == "audio" and rate else 1
     else:
         k = max(1, int(downsample))
-    return Preprocess(layers, k, meta.dtype)
+    return Preprocess(layers, k, meta.dtype, max_frames)
 
 
 class Table:
@@ -178,7 +184,7 @@ class Corpus:
 def open_corpus(manifest: Manifest, stores: dict[str, str | Path | EmbeddingStore], head_layers: str = "last",
                 downsample: dict[str, int | str] | None = None, in_memory: str = "auto",
                 progress: bool = True, log=print, preprocess: dict[str, Preprocess] | None = None,
-                only: set[str] | None = None) -> Corpus:
+                only: set[str] | None = None, max_frames: dict[str, int] | None = None) -> Corpus:
     """Open and check the stores, align them by id with the manifest and load them (see module doc).
 
     ``stores``: modality -> path, or a store opened (and checked) by the caller.
@@ -211,8 +217,8 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path | EmbeddingStor
     if excluded:
         log(f"excluded {len(excluded)} utterance(s) whose extraction failed (e.g. {next(iter(excluded))!r}: "
             f"{next(iter(excluded.values()))}); the list is in the run folder's excluded.json")
-    preps = preprocess or {m: make_preprocess(st.meta, head_layers, (downsample or {}).get(m, "auto"))
-                           for m, st in opened.items()}
+    preps = preprocess or {m: make_preprocess(st.meta, head_layers, (downsample or {}).get(m, "auto"),
+                                              (max_frames or {}).get(m)) for m, st in opened.items()}
     rows = {m: [st.index_of(u.id) for u in utts] for m, st in opened.items()}
     estimate = 0
     for m, st in opened.items():
@@ -220,7 +226,9 @@ def open_corpus(manifest: Manifest, stores: dict[str, str | Path | EmbeddingStor
         estimate += sum(preps[m].out_length(int(t)) for t in raw) * len(preps[m].layers) * st.dim * np.dtype(preps[m].dtype).itemsize
     avail = psutil.virtual_memory().available
     load = in_memory == "yes" or (in_memory == "auto" and estimate <= avail // 2)
-    log(f"data: {len(utts)} utterances, {', '.join(f'{m} x{p.downsample} layers {p.layers}' for m, p in preps.items())}; "
+    kept = {m: f"{m} x{p.downsample} layers {p.layers}" + (f" first {p.max_frames} frames" if p.max_frames else "")
+            for m, p in preps.items()}
+    log(f"data: {len(utts)} utterances, {', '.join(kept.values())}; "
         f"in memory {estimate / 2**20:.0f} MB (available {avail / 2**30:.1f} GB) -> "
         f"{'loading into memory' if load else 'reading lazily from the stores'}")
     tables = {m: Table(st, rows[m], preps[m], load, progress) for m, st in opened.items()}
@@ -252,15 +260,24 @@ def all_failed(utts: list[Utterance], stores: dict[str, EmbeddingStore], what: s
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Pad per modality: ``{m: (x (B, T, L, D) float32, mask (B, T) bool, True = frame)}``."""
+    """Pad per modality: ``{m: (x (B, T, L, D) float32, mask (B, T) bool, True = frame)}``.
+
+    An item that lacks a modality (no key, or an array of zero frames) gets the absent form of
+    ``heads.base``: zeros and an all-False mask row; ``T >= 1``. A modality that no item has is left out
+    (``Head.complete_batch`` adds it as absent).
+    """
     out = {}
-    for m in items[0]:
-        arrs = [it[m] for it in items]
-        T = max(len(a) for a in arrs)
-        L, D = arrs[0].shape[1:]
+    names = list(dict.fromkeys(m for it in items for m in it))
+    for m in names:
+        arrs = [it.get(m) for it in items]
+        shape = next(a.shape[1:] for a in arrs if a is not None)
+        L, D = shape
+        T = max(1, max(len(a) for a in arrs if a is not None))
         x = np.zeros((len(arrs), T, L, D), np.float32)
         mask = np.zeros((len(arrs), T), bool)
         for i, a in enumerate(arrs):
+            if a is None:
+                continue
             x[i, : len(a)] = a
             mask[i, : len(a)] = True
         out[m] = (torch.from_numpy(x), torch.from_numpy(mask))

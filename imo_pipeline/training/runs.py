@@ -12,11 +12,18 @@ runs/NAME/
   excluded.json          utterances left out because their extraction failed
   curves.png, confusion_matrix.png
   eval-<split>.json, confusion_matrix-<split>.png      written by `imo evaluate`
+  eval-<corpus>[-<split>].json, confusion_matrix-<corpus>[-<split>].png
+                         `imo evaluate --manifest OTHER.jsonl` (<corpus>: the manifest's stem, made safe);
+                         any of these ends in -without-<modality>[+<modality>] for `--drop`
   .lock                  flock'd by the `imo train` process that trains this folder
   commit.json            present only while an epoch's files are being committed
 runs/CV/                 cross-validation (`imo train --folds FIELD`)
-  cv.json                each group's test metrics, mean and std, and the group -> folder map
+  cv.json                each run's test metrics, per fold / per seed / overall mean and sample std, the folders
   fold-<name>/           one run folder per group; <name> is ``paths.safe_name(group)``
+  fold-<name>/seed-<s>/  with --seeds: one run folder per group and seed
+runs/SEEDS/              one split, several seeds (`imo train --seeds N`)
+  summary.json           each seed's test metrics, their mean and sample std (no config.json: not a run)
+  seed-<s>/              one run folder per seed
 ```
 
 Every epoch ends with one commit: the new ``metrics.jsonl``, ``best.*`` (when the epoch is the best so far) and
@@ -191,7 +198,7 @@ class RunDir:
     LOCK = ".lock"
     _FIXED = (CONFIG, METRICS, STATE, SUMMARY, EXCLUDED, CURVES, CONFUSION, CV, JOURNAL, LOCK,
               "best.safetensors", "best.json", "last.safetensors", "last.json")
-    _EVAL = re.compile(r"^(eval-(train|valid|test)\.json|confusion_matrix-(train|valid|test)\.png)$")
+    _EVAL = re.compile(r"^(eval-[A-Za-z0-9._+=-]+\.json|confusion_matrix-[A-Za-z0-9._+=-]+\.png)$")
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -214,11 +221,27 @@ class RunDir:
         return f"{which}.json"
 
     @staticmethod
-    def eval_names(split: str) -> tuple[str, str]:
-        """(metrics JSON, confusion PNG) written by ``imo evaluate`` for ``split``."""
-        if split not in _SPLITS:
+    def eval_names(split: str | None = "test", corpus: str | None = None, drop: Iterable[str] = ()
+                   ) -> tuple[str, str]:
+        """(metrics JSON, confusion PNG) written by ``imo evaluate``: ``eval-<split>.json`` on the run's own data;
+        ``eval-<corpus>[-<split>].json`` on another corpus (``corpus``: its manifest's stem, made a safe name;
+        one that reads like a split gets a ``corpus-`` prefix); ``-without-<m>[+<m>]`` added for dropped
+        modalities."""
+        if split is not None and split not in _SPLITS:
             raise ConfigError(f"--split {split!r}: use train, valid or test")
-        return f"eval-{split}.json", f"confusion_matrix-{split}.png"
+        parts = []
+        if corpus is not None:
+            name = safe_name(corpus)
+            parts.append(f"corpus-{name}" if name in _SPLITS else name)
+        elif split is None:
+            raise ValueError("the run's own data is evaluated on one split")   # a programming error
+        if split is not None:
+            parts.append(split)
+        drop = list(drop)
+        if drop:
+            parts.append("without-" + "+".join(drop))
+        stem = "-".join(parts)
+        return f"eval-{stem}.json", f"confusion_matrix-{stem}.png"
 
     def _owned(self, name: str) -> str:
         if name not in self._FIXED and not self._EVAL.match(name):
@@ -233,6 +256,12 @@ class RunDir:
         """The run folder of one cross-validation group: ``fold-<safe_name(group)>`` directly inside this one."""
         return RunDir(child(self.path, "fold-" + safe_name(group)))
 
+    def seed(self, seed: int) -> "RunDir":
+        """The run folder of one seed: ``seed-<seed>`` directly inside this one (a seeded split or a fold)."""
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed {seed!r}: use a whole number >= 0")
+        return RunDir(child(self.path, f"seed-{seed}"))
+
     # --- what the folder holds -----------------------------------------------------------------------------
     def refuse_file(self, option: str = "--out") -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -246,6 +275,17 @@ class RunDir:
         return (self.path / self.CV).is_file() or any(p.is_dir() and p.name.startswith("fold-")
                                                       for p in self._entries())
 
+    def is_seeds(self) -> bool:
+        """A folder of seeded runs of one split (``seed-*`` folders, or their summary.json without a config.json)."""
+        if self.is_run() or self.is_cv():
+            return False
+        return (self.path / self.SUMMARY).is_file() or any(p.is_dir() and p.name.startswith("seed-")
+                                                           for p in self._entries())
+
+    def kind(self) -> str | None:
+        """``run``, ``cv`` (folds, maybe seeds), ``seeds`` (one split, several seeds) or None (none of them)."""
+        return "run" if self.is_run() else "cv" if self.is_cv() else "seeds" if self.is_seeds() else None
+
     def _entries(self) -> list[Path]:
         return sorted(self.path.iterdir()) if self.path.is_dir() else []
 
@@ -254,10 +294,19 @@ class RunDir:
 
     def require_cv_parent(self) -> None:
         """Refuse to put a cross-validation into a file or into a single run's folder."""
+        self.require_parent("cv")
+
+    def require_parent(self, kind: str) -> None:
+        """Refuse to put several runs (``kind``: cv or seeds) into a file, a single run's folder, or a folder that
+        holds the other kind."""
         self.refuse_file()
-        if self.is_run():
-            raise ConfigError(f"--out {self.path} holds a single run (config.json), not a cross-validation; "
-                              f"pass a new --out for --folds")
+        have = self.kind()
+        what = {"run": "a single run (config.json)", "cv": "a cross-validation (cv.json or fold-* folders)",
+                "seeds": "seeded runs of one split (seed-* folders)"}
+        need = {"cv": "--folds", "seeds": "--seeds without --folds"}
+        if have is not None and have != kind:
+            fix = f"re-run it with {need[have]} to resume it, or " if have in need else ""
+            raise ConfigError(f"--out {self.path} holds {what[have]}, not {what[kind]}; {fix}pass a new --out")
 
     # --- locking and recovery ---------------------------------------------------------------------------------
     @contextmanager
@@ -268,6 +317,9 @@ class RunDir:
         if self.is_cv():
             raise ConfigError(f"--out {self.path} holds a cross-validation (cv.json or fold-* folders); pass a "
                               f"new --out, or --folds to resume it")
+        if self.is_seeds():
+            raise ConfigError(f"--out {self.path} holds seeded runs (seed-* folders); pass a new --out, or --seeds "
+                              f"to resume them")
         if not self.has("last") and not (self.path / self.JOURNAL).is_file():
             self._refuse_foreign()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -395,11 +447,16 @@ class RunDir:
     def write_excluded(self, excluded: dict[str, str]) -> Path:
         return self.write_json(self.EXCLUDED, excluded)
 
-    def write_eval(self, split: str, result: dict) -> Path:
-        return self.write_json(self.eval_names(split)[0], result)
+    def write_eval(self, name: str, result: dict) -> Path:
+        """``result`` as ``name`` (one of ``eval_names``)."""
+        return self.write_json(name, result)
 
     def write_cv(self, result: dict) -> Path:
         return self.write_json(self.CV, result)
+
+    def result_name(self, kind: str) -> str:
+        """The file that holds the results of several runs: cv.json (``cv``) or summary.json (``seeds``)."""
+        return {"cv": self.CV, "seeds": self.SUMMARY}[kind]
 
     def plot(self, name: str, draw: Callable[[Path], Any]) -> Path:
         """``draw(tmp_path)`` writes a PNG that then replaces ``name``."""
@@ -426,6 +483,9 @@ class RunDir:
             if (self.path / self.CV).is_file():
                 raise ConfigError(f"{self.path} is a cross-validation folder; pass one fold's run, e.g. "
                                   f"{self.path}/fold-<name>")
+            if self.is_seeds():
+                raise ConfigError(f"{self.path} is a folder of seeded runs; pass one seed's run, e.g. "
+                                  f"{self.path}/seed-<s>")
             raise ConfigError(f"{self.path} is not a run folder (no config.json); pass the --out folder of "
                               f"`imo train`")
         cfg = self.read_json(self.CONFIG)
@@ -514,7 +574,8 @@ def check_run_stores(run: RunDir, config: dict, stores: dict[str, Any]) -> None:
 
 @torch.no_grad()
 def forward_items(model: torch.nn.Module, items: list[dict[str, np.ndarray]], batch_size: int = 64) -> np.ndarray:
-    """Logits ``(N, C)`` for preprocessed items, in input order (batched by length; padding is masked)."""
+    """Logits ``(N, C)`` for preprocessed items, in input order (batched by length; padding is masked). A modality
+    an item lacks reaches the head as absent (``collate``, ``Head.complete_batch``)."""
     model.eval()
     if not items:
         return np.zeros((0, model.n_outputs), np.float32)
@@ -523,7 +584,7 @@ def forward_items(model: torch.nn.Module, items: list[dict[str, np.ndarray]], ba
     out = np.zeros((len(items), model.n_outputs), np.float32)
     for lo in range(0, len(items), batch_size):
         idx = order[lo:lo + batch_size]
-        out[idx] = model(collate([items[i] for i in idx])).float().numpy()
+        out[idx] = model(model.complete_batch(collate([items[i] for i in idx]))).float().numpy()
     return out
 
 
@@ -550,14 +611,25 @@ class Run:
     def task_obj(self) -> Task:
         return build_task(self.task, [], [], labels=self.labels)
 
+    @property
+    def modality_dropout(self) -> float:
+        """The ``--modality-dropout`` the run was trained with (0: it never saw a modality missing)."""
+        return float(self.config["train"].get("modality_dropout") or 0.0)
+
     def prepare(self, item: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Stored arrays ``{m: [T, L, D]}`` -> head inputs, exactly as in training (MediaError for features
-        that are not finite after the float16 cast)."""
+        that are not finite after the float16 cast). A run trained with modality dropout takes items that lack
+        some (not all) of its modalities."""
         missing = [m for m in self.modalities if m not in item]
-        if missing:
-            raise ConfigError(f"run {self.path} needs {', '.join(self.modalities)}; the input lacks {', '.join(missing)}")
+        if missing and (not self.modality_dropout or len(missing) == len(self.modalities)):
+            raise ConfigError(f"run {self.path} needs {', '.join(self.modalities)}; the input lacks "
+                              f"{', '.join(missing)}" + ("" if self.modality_dropout else
+                                                         " (a run trained with --modality-dropout can do without "
+                                                         "some)"))
         out = {}
         for m in self.modalities:
+            if m in missing:
+                continue
             a = np.asarray(item[m])
             meta = self.store_meta[m]
             if a.ndim != 3 or a.shape[1:] != (meta.n_layers, meta.dim) or len(a) < 1:

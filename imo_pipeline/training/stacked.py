@@ -213,7 +213,7 @@ class StackedGroup:
                     with own_rng(self.rng, id(tr)):
                         own = {m: (x[k, :rows[k], :frames[m][k]], mask[k, :rows[k], :frames[m][k]])
                                for m, (x, mask) in batch.items()}
-                        taken = tr.take(own)
+                        taken = tr.take(own, step[k], epoch)
                         if taken is not own:
                             for m, (x, mask) in taken.items():
                                 batch[m][0][k, :rows[k], :frames[m][k]] = x

@@ -24,6 +24,7 @@ from .metrics import binary_metrics, classification_metrics, regression_metrics
 
 TASKS = ("classification", "binary", "regression")
 CLASS_WEIGHTS = ("none", "balanced")
+LOSS = "loss"   # the validation loss: a selection metric of every task (lower is better)
 
 
 def require_labels(utts: list[Utterance], what: str) -> None:
@@ -40,7 +41,7 @@ class Task:
 
     name: ClassVar[str]
     best_metric: ClassVar[str]
-    lower_is_better: ClassVar[frozenset[str]] = frozenset()
+    lower_is_better: ClassVar[frozenset[str]] = frozenset({LOSS})
     labels: list[str] | None = None
 
     @classmethod
@@ -59,7 +60,8 @@ class Task:
 
     @classmethod
     def check_metric(cls, metric: str, labels: list[str] | None) -> None:
-        names = cls.metric_names(labels)
+        """Refuse a --best-metric that is neither one of the task's metrics nor ``loss``."""
+        names = cls.metric_names(labels) + [LOSS]
         if metric not in names:
             raise ConfigError(f"--best-metric {metric!r} is not a {cls.name} metric; use one of {', '.join(names)}")
 
@@ -156,6 +158,17 @@ class Classification(LabelTask):
 
 
 class Binary(LabelTask):
+    """One yes/no decision per emotion, scored as the original work's criterion
+    (``emotion_prediction_cri.py``, ``--binary-target-iemocap``) scores it.
+
+    The original's head gives two logits per emotion ``(z_no, z_yes)`` (``--num-classes 8``) under a softmax and
+    NLL; imo gives one, ``z = z_yes - z_no``, under a sigmoid and BCE: the same loss (``-log softmax`` of a pair
+    is ``-log sigmoid`` of the difference) and the same decision (argmax of the pair is ``z > 0``, i.e.
+    probability >= 0.5). Metrics as the original's: per-emotion accuracy ``acc_<e>`` and weighted F1 ``f1_<e>``,
+    and their means; ``acc_mean`` is the original's aggregate "accuracy" (correct decisions / (4 x utterances))
+    and can select the best checkpoint (``--best-metric acc_mean``).
+    """
+
     name = "binary"
     best_metric = "f1_mean"
 
@@ -193,7 +206,7 @@ class Binary(LabelTask):
 class Regression(Task):
     name = "regression"
     best_metric = "mae"
-    lower_is_better = frozenset({"mae"})
+    lower_is_better = frozenset({"mae", LOSS})
 
     @classmethod
     def metric_names(cls, labels=None):

@@ -18,9 +18,9 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,101 +28,16 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
+from .config import IN_MEMORY, NOT_IDENTITY, SCHEDULES, TrainConfig
 from .data import Corpus, all_failed, epoch_batches, open_corpus, prefetch
+from .missing import ModalityDropout
 from .plots import plot_confusion, plot_curves
 from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
 from .speedups import SPEEDUPS
-from .tasks import Task, build_task, require_labels, task_class
+from .tasks import Task, build_task, require_labels
 
-SCHEDULES = ("poly", "cosine", "constant")
-IN_MEMORY = ("auto", "yes", "no")
-NOT_IDENTITY = {"stop_after", "in_memory", "progress"}  # options that do not change the result
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _whole(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (written to config.json as ``train``)."""
-
-    modalities: list[str]
-    stores: dict[str, str]
-    manifest: str
-    data_root: str | None = None
-    head: str = "cross_attention"
-    head_options: dict[str, Any] = field(default_factory=dict)
-    task: str = "classification"
-    class_weights: str = "none"            # none | balanced
-    downsample: dict[str, Any] = field(default_factory=dict)  # modality -> factor or "auto"
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    warmup: float = 0.1                    # < 1: fraction of all steps; >= 1: steps
-    schedule: str = "poly"                 # poly | cosine | constant (after warmup)
-    power: float = 1.0                     # of the polynomial decay
-    clip: float = 1.0                      # max gradient norm (0: off)
-    accum: int = 1                         # batches per optimizer step
-    patience: int = 0                      # epochs without improvement before stopping (0: off)
-    best_metric: str | None = None         # default: the task's (ua, f1_mean, mae)
-    seed: int = 0
-    fold_key: str | None = None            # cross-validation: manifest field holding the group
-    test_group: str | None = None          # the held-out group of this fold
-    valid_fraction: float = 0.1            # of train, held out when the manifest has no valid split
-    threads: int = 1                       # torch CPU threads (1: the head's ops gain little from more, a spare
-                                           # core gathers batches, and more threads oversubscribe a shared CPU)
-    in_memory: str = "auto"
-    stop_after: int | None = None          # stop after this many epochs in total (resume later)
-
-    def check(self) -> None:
-        """Refuse any option outside its allowed values, with one line naming the option and what is allowed."""
-        def need(ok: bool, option: str, value: Any, allowed: str) -> None:
-            if not ok:
-                raise ConfigError(f"--{option} {value!r}: {allowed}")
-
-        for name in ("epochs", "batch_size", "accum", "threads"):
-            v = getattr(self, name)
-            need(_whole(v) and v >= 1, name.replace("_", "-"), v, "use a whole number >= 1")
-        need(_whole(self.patience) and self.patience >= 0, "patience", self.patience,
-             "use a whole number of epochs >= 0 (0: no early stopping)")
-        need(self.stop_after is None or (_whole(self.stop_after) and self.stop_after >= 1), "stop-after",
-             self.stop_after, "use a whole number of epochs >= 1 (leave it out to train to the end)")
-        need(_whole(self.seed) and self.seed >= 0, "seed", self.seed, "use a whole number >= 0")
-        need(_finite(self.lr) and self.lr > 0, "lr", self.lr, "use a finite number > 0, e.g. 5e-4")
-        b = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
-        need(len(b) == 2 and all(_finite(x) and 0 <= x < 1 for x in b), "betas",
-             ",".join(map(str, b)) if b else self.betas, "use two numbers in [0, 1), e.g. 0.9,0.98")
-        need(_finite(self.eps) and self.eps > 0, "eps", self.eps, "use a finite number > 0, e.g. 1e-8")
-        need(_finite(self.weight_decay) and self.weight_decay >= 0, "weight-decay", self.weight_decay,
-             "use a finite number >= 0 (0: none)")
-        need(_finite(self.warmup) and (0 <= self.warmup < 1 or float(self.warmup).is_integer()), "warmup",
-             self.warmup, "use a fraction of all steps in [0, 1) or a whole number of steps")
-        need(self.schedule in SCHEDULES, "schedule", self.schedule, f"use one of {', '.join(SCHEDULES)}")
-        need(_finite(self.power) and self.power > 0, "power", self.power,
-             "use a finite number > 0 (--schedule constant for no decay)")
-        need(_finite(self.clip) and self.clip >= 0, "clip", self.clip,
-             "use a finite max gradient norm >= 0 (0: no clipping)")
-        need(self.in_memory in IN_MEMORY, "in-memory", self.in_memory, f"use one of {', '.join(IN_MEMORY)}")
-        need(_finite(self.valid_fraction) and 0 < self.valid_fraction < 1, "valid-fraction", self.valid_fraction,
-             "use a fraction in (0, 1)")
-        for m, k in (self.downsample or {}).items():
-            need(m in self.modalities, "downsample", f"{m}={k}",
-                 f"{m} is not among --modalities {','.join(self.modalities)}")
-            need(k == "auto" or (_whole(k) and k >= 1), "downsample", f"{m}={k}",
-                 "use a whole number of frames >= 1, or auto")
-        task_class(self.task).check_options(self.class_weights, self.best_metric)
-
-    def identity(self) -> dict[str, Any]:
-        d = json.loads(json.dumps(dataclasses.asdict(self)))
-        return {k: v for k, v in d.items() if k not in NOT_IDENTITY}
+__all__ = ["TrainConfig", "NOT_IDENTITY", "SCHEDULES", "IN_MEMORY", "train", "train_runs", "cross_validate",
+           "split_indices", "load_corpus", "Trainer"]
 
 
 def group_of(u: Utterance, key: str) -> str:
@@ -133,31 +48,61 @@ def group_of(u: Utterance, key: str) -> str:
 
 
 def split_indices(utts: list[Utterance], cfg: TrainConfig, log: Callable = print) -> dict[str, np.ndarray]:
-    """train/valid/test corpus indices from the manifest's splits, or from ``fold_key``/``test_group``."""
+    """train/valid/test corpus indices.
+
+    Single split: the manifest's train/valid/test; without a valid split, ``hold_out_valid`` carves one from
+    train. Cross-validation (``fold_key``/``test_group``): the group is test, and validation follows one rule in
+    every fold, ``hold_out_valid`` on the other groups (a manifest's valid split is not used, so no fold gets a
+    whole session and another a random share).
+    """
     idx = np.arange(len(utts))
     if cfg.fold_key:
         groups = np.array([group_of(u, cfg.fold_key) for u in utts])
         test = idx[groups == cfg.test_group]
-        pool = idx[groups != cfg.test_group]
-    else:
-        splits = np.array([u.split or "" for u in utts])
-        if not (splits == "train").any():
-            raise ConfigError("the manifest has no split=train utterances; add train/valid/test splits or "
-                              "use --folds FIELD for cross-validation")
-        unused = int((splits == "").sum())
-        if unused:
-            log(f"note: {unused} utterance(s) without a split are not used (e.g. {utts[int(idx[splits == ''][0])].id!r})")
-        test = idx[splits == "test"]
-        pool = idx[(splits == "train") | (splits == "valid")]
-    valid = np.array([i for i in pool if utts[i].split == "valid"], dtype=np.int64)
-    train = np.array([i for i in pool if utts[i].split != "valid"], dtype=np.int64)
+        train, valid = hold_out_valid(utts, idx[groups != cfg.test_group], cfg, log)
+        return {"train": train, "valid": valid, "test": test}
+    splits = np.array([u.split or "" for u in utts])
+    if not (splits == "train").any():
+        raise ConfigError("the manifest has no split=train utterances; add train/valid/test splits or "
+                          "use --folds FIELD for cross-validation")
+    unused = int((splits == "").sum())
+    if unused:
+        log(f"note: {unused} utterance(s) without a split are not used (e.g. {utts[int(idx[splits == ''][0])].id!r})")
+    test = idx[splits == "test"]
+    valid = idx[splits == "valid"].astype(np.int64)
+    train = idx[splits == "train"].astype(np.int64)
     if len(valid) == 0 and len(train) > 1:
-        rng = np.random.default_rng(cfg.seed)
-        k = max(1, int(round(cfg.valid_fraction * len(train))))
-        pick = np.sort(rng.choice(len(train), k, replace=False))
-        valid, train = train[pick], np.delete(train, pick)
-        log(f"no valid split: holding out {k} of the training utterances (seed {cfg.seed}) for model selection")
+        train, valid = hold_out_valid(utts, train, cfg, log)
     return {"train": train, "valid": valid, "test": test}
+
+
+def hold_out_valid(utts: list[Utterance], pool: np.ndarray, cfg: TrainConfig,
+                   log: Callable = print) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) corpus indices from ``pool``: the validation rule of every fold and of a split without valid.
+
+    ``valid_rule=speakers`` (default): when every utterance of ``pool`` names a speaker and there are at least two,
+    ``round(valid_fraction x speakers)`` of them (at least one, never all) are drawn with ``seed`` and all their
+    utterances validate: speaker-disjoint, like the test group. Otherwise (``utterances``, or no speakers) that
+    share of the utterances is drawn with ``seed``.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    rng = np.random.default_rng(cfg.seed)
+    speakers = [utts[i].speaker for i in pool]
+    names = sorted({s for s in speakers if s is not None})
+    if cfg.valid_rule == "speakers" and len(names) >= 2 and None not in speakers:
+        k = min(len(names) - 1, max(1, int(round(cfg.valid_fraction * len(names)))))
+        chosen = set(rng.choice(names, k, replace=False).tolist())
+        held = np.array([s in chosen for s in speakers])
+        log(f"validation: {k} of the {len(names)} training speakers ({', '.join(sorted(chosen))}; "
+            f"{int(held.sum())} utterances, seed {cfg.seed})")
+        return pool[~held], pool[held]
+    if len(pool) < 2:
+        return pool, pool[:0]
+    k = max(1, int(round(cfg.valid_fraction * len(pool))))
+    pick = np.sort(rng.choice(len(pool), k, replace=False))
+    why = "" if cfg.valid_rule == "utterances" else " (the training utterances do not all name a speaker)"
+    log(f"validation: {k} of the {len(pool)} training utterances (seed {cfg.seed}){why}")
+    return np.delete(pool, pick), pool[pick]
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
@@ -309,11 +254,12 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         inputs = {m: InputSpec(len(corpus.tables[m].prep.layers), corpus.metas[m].dim) for m in cfg.modalities}
         self.model = build_head(cfg.head, inputs, self.task.n_outputs, cfg.head_options)
+        self.dropper = ModalityDropout(cfg.modality_dropout, cfg.modalities, cfg.seed)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                      weight_decay=cfg.weight_decay, fused=True if SPEEDUPS.fused_adamw else None)
         self.n_batches = -(-len(self.split["train"]) // cfg.batch_size)
         self.steps_per_epoch = -(-self.n_batches // cfg.accum)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.total_steps = cfg.total_updates or self.steps_per_epoch * cfg.epochs   # the schedule's length
         self.lengths = corpus.lengths()
         self.state = RunState()
         self.rows: list[dict] = []
@@ -358,7 +304,8 @@ class Trainer:
 
     def _resume(self) -> None:
         old = self.dir.read_config()
-        before = {k: v for k, v in old["train"].items() if k not in NOT_IDENTITY}
+        before = {k: v for k, v in {**TrainConfig.defaults(), **old["train"]}.items()   # options added since the
+                  if k not in NOT_IDENTITY}                                               # run began: their defaults
         new = self.cfg.identity()
         diff = sorted(k for k in set(before) | set(new) if before.get(k) != new.get(k))
         if diff:
@@ -368,6 +315,11 @@ class Trainer:
         if old.get("run_format") != RUN_FORMAT:
             raise ConfigError(f"{self.out} was written by an older imo (run format {old.get('run_format', 1)}); it "
                               f"cannot be resumed safely: pass a new --out")
+        now = {k: int(len(v)) for k, v in self.split.items()}
+        if old.get("splits") not in (None, now):
+            raise ConfigError(f"{self.out} was trained on splits {old['splits']}, the same options now give {now} "
+                              f"(the manifest, the excluded utterances or imo's validation rule changed); it cannot "
+                              f"be resumed: pass a new --out")
         check_run_stores(self.dir, old, self.corpus.stores)
         record, weights, st = self.dir.read_checkpoint("last", with_state=True, strict=True)
         self.state = RunState.from_record(record, self.dir.file(self.dir.record_name("last")))
@@ -414,10 +366,11 @@ class Trainer:
         """This run's training batches of ``epoch`` (corpus rows), as length bands (``data.epoch_batches``)."""
         return epoch_batches(self.split["train"], self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
 
-    def take(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """A training batch as the model sees it: the one place for per-batch changes (identity here). Runs
-        trained stacked call it per run, with that run's random state."""
-        return batch
+    def take(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]], rows: np.ndarray, epoch: int
+             ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Training batch ``batch`` (of corpus ``rows``) as the model sees it in ``epoch``: the one place for
+        per-batch changes (modality dropout). Runs trained stacked call it per run, with that run's random state."""
+        return self.dropper(batch, rows, epoch)
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training split; returns the mean loss (ConfigError at a non-finite loss)."""
@@ -429,7 +382,7 @@ class Trainer:
         def gen():
             for b in order:
                 x = {m: (v[0], mask[0]) for m, (v, mask) in self.corpus.gather([b]).items()}   # (B, T, L, D), (B, T)
-                yield x, torch.from_numpy(np.asarray(self.targets[b]))
+                yield b, x, torch.from_numpy(np.asarray(self.targets[b]))
 
         it = prefetch(gen())
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
@@ -440,12 +393,12 @@ class Trainer:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    x, y = next(it)
+                    b, x, y = next(it)
                 except StopIteration:
                     break
                 self.data_wait += time.perf_counter() - t0
                 group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
-                loss = self.task.loss(self.model(self.take(x)), y)
+                loss = self.task.loss(self.model(self.take(x, b, epoch)), y)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise self._diverged(epoch, f"the training loss (batch {k + 1} of {n_batches})")
@@ -487,6 +440,8 @@ class Trainer:
             uid = self.corpus.utterances[int(self.split["valid"][bad[0]])].id
             raise self._diverged(epoch, f"the validation outputs ({len(bad)} utterance(s), e.g. {uid!r})")
         _, vm, vloss = score(self.task, logits, self.targets[self.split["valid"]])
+        if vm:
+            vm = {**vm, "loss": vloss}                             # selectable: --best-metric loss
         if vm and self.metric not in vm:
             raise ConfigError(f"--best-metric {self.metric!r} is not defined on this valid split (it has "
                               f"{', '.join(k for k, v in vm.items() if isinstance(v, (int, float)))}); pick another")
@@ -592,7 +547,7 @@ def load_corpus(cfg: TrainConfig, progress: bool = True, log: Callable = print) 
 
     manifest = load_manifest(cfg.manifest, cfg.data_root)
     corpus = open_corpus(manifest, {m: cfg.stores[m] for m in cfg.modalities}, HEADS.get(cfg.head).layers,
-                         cfg.downsample, cfg.in_memory, progress, log)
+                         cfg.downsample, cfg.in_memory, progress, log, max_frames=cfg.max_frames)
     return manifest, corpus
 
 
@@ -654,7 +609,7 @@ def train_runs(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus, progress: b
                 except ConfigError as e:
                     if not keep_going:
                         raise
-                    log(f"{trainers[chunk[0]][0].tag}failed: {e}")
+                    log(f"--- run {chunk[0] + 1}/{len(jobs)} failed: {e}")
                     summaries[chunk[0]] = {"failed": str(e)}
             else:
                 log(f"--- runs {', '.join(str(k + 1) for k in chunk)} of {len(jobs)} train stacked "
@@ -680,34 +635,10 @@ def train_runs(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus, progress: b
 
 
 def cross_validate(cfg: TrainConfig, out: str | Path, fold_key: str, progress: bool = True,
-                   log: Callable = print) -> dict:
-    """Leave-one-group-out over manifest field ``fold_key``: a run per group in ``out/fold-<name>`` (``name``:
-    the group made a safe folder name), then each fold's test metrics and their mean ± std in ``out/cv.json``."""
-    cfg.check()
-    parent = RunDir(out)
-    parent.require_cv_parent()
-    _, corpus = load_corpus(cfg, progress, log)
-    groups = sorted({group_of(u, fold_key) for u in corpus.utterances})
-    if len(groups) < 2:
-        raise ConfigError(f"--folds {fold_key}: need at least two groups, the manifest has {groups}")
-    runs = {g: parent.fold(g) for g in groups}
-    seen: dict[str, str] = {}
-    for g, rd in runs.items():
-        if rd.path.name in seen:
-            raise ConfigError(f"--folds {fold_key}: groups {seen[rd.path.name]!r} and {g!r} map to the same folder "
-                              f"{rd.path.name}; rename one of them in the manifest")
-        seen[rd.path.name] = g
-    jobs = [(dataclasses.replace(cfg, fold_key=fold_key, test_group=g), runs[g].path) for g in groups]
-    summaries = train_runs(jobs, corpus, progress, log)
-    folds = {}
-    for g, summary in zip(groups, summaries):
-        if "stopped_after" in summary:
-            return {"stopped_after": summary["stopped_after"], "fold": g}
-        folds[g] = {k: v for k, v in summary["test"].items() if isinstance(v, (int, float))}
-    keys = list(next(iter(folds.values())))
-    mean = {k: float(np.mean([f[k] for f in folds.values()])) for k in keys}
-    std = {k: float(np.std([f[k] for f in folds.values()])) for k in keys}
-    result = {"fold_key": fold_key, "folds": folds, "folders": {g: rd.path.name for g, rd in runs.items()},
-              "mean": mean, "std": std}
-    parent.write_cv(result)
-    return result
+                   log: Callable = print, seeds: list[int] | None = None) -> dict:
+    """Leave-one-group-out over manifest field ``fold_key``: a run per group in ``out/fold-<name>`` (``name``: the
+    group made a safe folder name; ``out/fold-<name>/seed-<s>`` per seed with ``seeds``), each run's test metrics,
+    per-fold/per-seed/overall mean and sample std (ddof=1) in ``out/cv.json`` (``experiment.run_experiment``)."""
+    from .experiment import run_experiment
+
+    return run_experiment(cfg, out, fold_key, seeds, progress, log)
