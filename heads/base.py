@@ -344,13 +344,14 @@ def cached_positions(length: int, dim: int, device: str = "cpu") -> torch.Tensor
 # --- stacked runs: K runs of one architecture, every parameter and input with a leading run dimension ------------
 
 
-def dropout_seed(config: HeadConfig, training: bool) -> int | None:
-    """The seed of one forward pass's dropout masks, drawn from torch's global generator (so a run's seed,
-    its resume and its stacking keep it), or None when no dropout applies (evaluation, or every rate 0)."""
+def dropout_seed(config: HeadConfig, training: bool, generator: torch.Generator | None = None) -> int | None:
+    """The seed of one forward pass's dropout masks, drawn from torch's global generator (or ``generator``, a
+    stacked run's own), so a run's seed, its resume and its stacking keep it; None when no dropout applies
+    (evaluation, or every rate 0)."""
     if not training or not any(getattr(config, f.name) for f in dataclasses.fields(config)
                                if f.name.endswith("dropout")):
         return None
-    return int(torch.randint(0, 2**62, ()).item())
+    return int(torch.randint(0, 2**62, (), generator=generator).item())
 
 
 @dataclass

@@ -62,7 +62,7 @@ def same(a, b, tol: float) -> bool:
     return a == b
 
 
-def close_weights(a: dict, b: dict, atol: float = 1e-5) -> bool:
+def close_weights(a: dict, b: dict, atol: float = 1e-4) -> bool:
     """Equal within ``atol``, except the attention key biases: their gradient is zero in exact arithmetic
     (softmax ignores a shift shared by all keys), so AdamW turns float noise into steps of either sign."""
     def part(k, t):
@@ -80,12 +80,13 @@ def summary_core(s: dict) -> dict:
 # --- train_runs ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("drop", [0.0, 0.2])
-def test_stacked_runs_end_as_they_would_alone(data, tmp_path, drop):
+@pytest.mark.parametrize("drop,threads", [(0.0, 1), (0.2, 1), (0.2, 2)])
+def test_stacked_runs_end_as_they_would_alone(data, tmp_path, drop, threads):
     _, corpus = data
-    alone = train_runs(jobs(data, tmp_path / "alone", drop), corpus, stack=False, **QUIET)
+    kw = dict(threads=threads, modality_dropout=0.3 if drop else 0.0)
+    alone = train_runs(jobs(data, tmp_path / "alone", drop, **kw), corpus, stack=False, **QUIET)
     lines = []
-    stacked = train_runs(jobs(data, tmp_path / "stacked", drop), corpus, progress=False, log=lines.append)
+    stacked = train_runs(jobs(data, tmp_path / "stacked", drop, **kw), corpus, progress=False, log=lines.append)
     assert any("runs 1, 2, 3, 4 of 4 train stacked" in ln for ln in lines), lines
     for (_, a), (_, b), sa, sb in zip(jobs(data, tmp_path / "alone"), jobs(data, tmp_path / "stacked"), alone, stacked):
         assert same(rows(a), rows(b), 1e-5), (rows(a), rows(b))
@@ -100,8 +101,9 @@ def test_stacked_runs_end_as_they_would_alone(data, tmp_path, drop):
 
 def test_a_stacked_group_resumes_exactly_after_a_pause_and_a_crash_between_its_commits(data, tmp_path, monkeypatch):
     _, corpus = data
-    full = train_runs(jobs(data, tmp_path / "full", 0.2), corpus, **QUIET)
-    paused = train_runs(jobs(data, tmp_path / "resumed", 0.2, stop_after=1), corpus, **QUIET)
+    plan = lambda out, **kw: jobs(data, out, 0.2, threads=2, modality_dropout=0.3, **kw)   # two stacks of two
+    full = train_runs(plan(tmp_path / "full"), corpus, **QUIET)
+    paused = train_runs(plan(tmp_path / "resumed", stop_after=1), corpus, **QUIET)
     assert paused == [{"stopped_after": 1}]                   # the list ends at the first paused run
     assert all(len(rows(out)) == 1 for _, out in jobs(data, tmp_path / "resumed"))
 
@@ -117,12 +119,12 @@ def test_a_stacked_group_resumes_exactly_after_a_pause_and_a_crash_between_its_c
 
     monkeypatch.setattr(Trainer, "_checkpoint", crash_on_the_second_commit_of_epoch_2)
     with pytest.raises(RuntimeError, match="killed"):
-        train_runs(jobs(data, tmp_path / "resumed", 0.2), corpus, **QUIET)
+        train_runs(plan(tmp_path / "resumed"), corpus, **QUIET)
     monkeypatch.setattr(Trainer, "_checkpoint", real)
     assert [len(rows(out)) for _, out in jobs(data, tmp_path / "resumed")] == [2, 1, 1, 1]
 
-    resumed = train_runs(jobs(data, tmp_path / "resumed", 0.2), corpus, **QUIET)   # runs at epochs 2, 1, 1, 1
-    for (_, a), (_, b), sa, sb in zip(jobs(data, tmp_path / "full"), jobs(data, tmp_path / "resumed"), full, resumed):
+    resumed = train_runs(plan(tmp_path / "resumed"), corpus, **QUIET)   # runs at epochs 2, 1, 1, 1
+    for (_, a), (_, b), sa, sb in zip(plan(tmp_path / "full"), plan(tmp_path / "resumed"), full, resumed):
         assert rows(a) == rows(b)
         assert summary_core(sa) == summary_core(sb)
         wa, wb = load_file(a / "last.safetensors"), load_file(b / "last.safetensors")

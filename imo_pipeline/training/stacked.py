@@ -15,7 +15,14 @@ a few large ones. Nothing is shared between runs but the arithmetic:
   kernel on the run's row of the stacked weights, as ``torch.optim.AdamW(fused=True)`` does alone).
 
 So a run trained stacked ends with the same metrics as alone, within float tolerance (dropout included:
-``heads.base.Stack`` draws each run's masks from its own seed over its own extent). Between epochs a run's
+``heads.base.Stack`` draws each run's masks from its own seed over its own extent; ``Trainer.take`` must not
+draw from torch's global generator, which the runs do not own while they train: modality dropout is a pure
+function of seed, epoch and utterance).
+
+Threads: a group computes with one torch thread per stack and, when its runs ask for ``threads`` > 1, splits
+into that many stacks trained at once, each in its own thread (on a 2-core CPU two stacks side by side use
+both cores without the per-operation synchronisation of torch's intra-op threads, which costs more than it
+gains for a head this small on a busy machine). Between epochs a run's
 state lives in its ``Trainer`` (model, optimizer, random state), where the per-run commit writes it: a
 stacked group resumes exactly, and a run may resume stacked or alone. Runs leave the group when they end
 (epochs, early stopping, ``stop_after``) or fail; a head without ``stacked_forward`` trains one run at a time.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Callable, Iterator
 
@@ -88,7 +96,7 @@ class StackedGroup:
         """Train every run to its end (or pause); their summaries in order (``{"failed": message}`` for a run
         that failed when ``keep_going``; else the first failure is raised once the others are done)."""
         before = torch.get_num_threads()
-        torch.set_num_threads(max(tr.cfg.threads for tr in self.trainers))
+        torch.set_num_threads(1)                 # the group's cores go to its workers (see the module doc)
         try:
             with ExitStack() as held:
                 for tr in self.trainers:
@@ -121,7 +129,7 @@ class StackedGroup:
             stacked = [tr for tr in self.trainers if tr in training or (tr.state.epoch >= e and id(tr) not in
                                                                          self.failed)]
             ghosts = {id(tr) for tr in stacked if tr not in training}
-            losses = self._epoch(stacked, e, ghosts)
+            losses = self._epochs(stacked, e, ghosts)
             share = (time.perf_counter() - t0) / len(training)
             still = [tr for tr in active if tr not in training]
             for tr in training:
@@ -142,9 +150,33 @@ class StackedGroup:
             raise next(iter(self.failed.values()))
         return [summaries.get(id(tr)) or {"failed": str(self.failed[id(tr)])} for tr in self.trainers]
 
-    def _epoch(self, runs: list, epoch: int, ghosts: set[int]) -> dict[int, float]:
-        """Epoch ``epoch`` of every run in ``runs``, stacked; the mean training loss per run. Leaves each run's
-        weights, AdamW state and step count in its Trainer; ``ghosts`` (run ids) only fill their place."""
+    def _epochs(self, runs: list, epoch: int, ghosts: set[int]) -> dict[int, float]:
+        """Epoch ``epoch`` of ``runs``: split into as many stacks as the runs ask for threads, trained at once,
+        one thread each; the mean training loss per run."""
+        workers = min(len(runs), max(tr.cfg.threads for tr in runs))
+        size = -(-len(runs) // workers)
+        parts = [p for p in (runs[i:i + size] for i in range(0, len(runs), size))
+                 if any(id(tr) not in ghosts for tr in p)]
+        plans = [align([tr.schedule(epoch) for tr in p]) for p in parts]
+        bar = tqdm(total=sum(len(steps) for steps in plans), unit="step", disable=not self.progress, file=sys.stderr,
+                   leave=False, desc=f"epoch {epoch} ({len(runs) - len(ghosts)} runs stacked"
+                                     f"{f', {len(parts)} threads' if len(parts) > 1 else ''})")
+        try:
+            if len(parts) == 1:
+                return self._epoch(parts[0], epoch, ghosts, plans[0], bar)
+            losses: dict[int, float] = {}
+            with ThreadPoolExecutor(len(parts)) as pool:
+                for out in pool.map(lambda part, steps: self._epoch(part, epoch, ghosts, steps, bar), parts, plans):
+                    losses.update(out)
+            return losses
+        finally:
+            bar.close()
+
+    def _epoch(self, runs: list, epoch: int, ghosts: set[int], steps: list[list[np.ndarray | None]],
+               bar: tqdm) -> dict[int, float]:
+        """Epoch ``epoch`` of every run in ``runs`` stacked, taking ``steps`` (``align``); the mean training loss
+        per run. Leaves each run's weights, AdamW state and step count in its Trainer and its random state in
+        ``self.rng``; ``ghosts`` (run ids) only fill their place."""
         K = len(runs)
         head = runs[0].model
         named = [list(tr.model.named_parameters()) for tr in runs]
@@ -172,7 +204,6 @@ class StackedGroup:
             st = tr.opt.state.get(named[k][0][1], {})
             counts.append(torch.tensor(float(st["step"]) if "step" in st else 0.0))
 
-        steps = align([tr.schedule(epoch) for tr in runs])
         tables = runs[0].corpus.tables
         n_batches = [sum(b is not None for b in col) for col in zip(*steps)]
 
@@ -188,12 +219,14 @@ class StackedGroup:
 
         from heads.base import Stack, dropout_seed
 
+        gens = []                                  # each run's torch random state, as a generator of its own
+        for tr in runs:
+            gens.append(torch.Generator())
+            gens[-1].set_state(self.rng[id(tr)])
         totals, seen, done = [0.0] * K, [0] * K, [0] * K
         lrs = [tr.opt.param_groups[0]["lr"] for tr in runs]
         head.train()
         it = prefetch(gen())
-        bar = tqdm(total=len(steps), desc=f"epoch {epoch} ({K - len(ghosts)} runs stacked)", unit="step",
-                   disable=not self.progress, file=sys.stderr, leave=False)
         t_start = time.perf_counter()
         wait = 0.0
         try:
@@ -210,15 +243,14 @@ class StackedGroup:
                 seeds: list[int | None] = [None] * K
                 for k in live:
                     tr = runs[k]
-                    with own_rng(self.rng, id(tr)):
-                        own = {m: (x[k, :rows[k], :frames[m][k]], mask[k, :rows[k], :frames[m][k]])
-                               for m, (x, mask) in batch.items()}
-                        taken = tr.take(own, step[k], epoch)
-                        if taken is not own:
-                            for m, (x, mask) in taken.items():
-                                batch[m][0][k, :rows[k], :frames[m][k]] = x
-                                batch[m][1][k, :rows[k], :frames[m][k]] = mask
-                        seeds[k] = dropout_seed(tr.model.config, True)
+                    own = {m: (x[k, :rows[k], :frames[m][k]], mask[k, :rows[k], :frames[m][k]])
+                           for m, (x, mask) in batch.items()}
+                    taken = tr.take(own, step[k], epoch)
+                    if taken is not own:
+                        for m, (x, mask) in taken.items():
+                            batch[m][0][k, :rows[k], :frames[m][k]] = x
+                            batch[m][1][k, :rows[k], :frames[m][k]] = mask
+                    seeds[k] = dropout_seed(tr.model.config, True, gens[k])
                 stack = Stack([tr.model.config for tr in runs], rows, frames, seeds)
                 logits = head.stacked_forward(params, batch, stack)                # (K, B, C)
                 total = None
@@ -257,7 +289,6 @@ class StackedGroup:
                         tr.state.step += 1
                 bar.update(1)
         finally:
-            bar.close()
             it.close()
         spent = time.perf_counter() - t_start
         out = {}
@@ -265,6 +296,7 @@ class StackedGroup:
             for k, tr in enumerate(runs):
                 if id(tr) in ghosts:
                     continue
+                self.rng[id(tr)] = gens[k].get_state()
                 tr.train_time += spent / (K - len(ghosts))
                 tr.data_wait += wait / (K - len(ghosts))
                 if id(tr) in self.failed:

@@ -120,8 +120,9 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, corpus: Corpus, idx: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``: the batches ``forward_items`` (``Run.predict``,
-    ``imo evaluate``) makes of the same items, gathered from the tables (``Corpus.gather``: the same values)."""
+    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``: the batches ``forward_items`` (``Run.predict``) makes
+    of the same items, gathered from the tables (``Corpus.gather``: the same values); a modality the corpus
+    lacks reaches the head as absent (``Head.complete_batch``)."""
     if not SPEEDUPS.fast_batches:
         return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
     model.eval()
@@ -131,7 +132,7 @@ def predict_split(model: torch.nn.Module, corpus: Corpus, idx: np.ndarray, batch
     for lo in range(0, len(idx), batch_size):
         pick = order[lo:lo + batch_size]
         batch = {m: (x[0], mask[0]) for m, (x, mask) in corpus.gather([idx[pick]]).items()}
-        out[pick] = model(batch).float().numpy()
+        out[pick] = model(model.complete_batch(batch)).float().numpy()
     return out
 
 
