@@ -294,3 +294,73 @@ def test_validation_gathers_the_batches_evaluate_makes(data):
     got = predict_split(head, corpus, idx, batch_size=3)
     want = forward_items(head, [corpus.item(int(i)) for i in idx], batch_size=3)
     assert got.shape == (7, 4) and np.allclose(got, want, atol=1e-6)
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import imo_pipeline.training.runs as runs
+
+nth, real, seen = int(sys.argv[1]), runs._replace, [0]
+
+def hooked(src, dst):
+    real(src, dst)
+    if Path(dst).name == "commit.json":
+        seen[0] += 1
+        if seen[0] == nth:
+            os.kill(os.getpid(), signal.SIGKILL)   # a journal written, its renames not done
+
+runs._replace = hooked
+sys.argv = ["imo", *sys.argv[2:]]
+from imo_pipeline.cli import run
+run()
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_cross_validation_resumes_its_stacked_folds_exactly(tmp_path):
+    """A real `imo train --folds` process (its folds stacked) SIGKILLed between its folds' commits of one epoch,
+    then inside a commit, re-run to the end: every fold's folder equals the uninterrupted one's, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manifest, stores = make_partial_info_set(tmp_path / "data", per_class=12, seed=5, folds=3)
+    args = ["train", "-m", "a,t,v", "--manifest", str(manifest),
+            *[x for m, p in stores.items() for x in ("--store", f"{m[0]}={p}")], "--folds", "fold", "--epochs", "4",
+            "--batch-size", "8", "--head-opt", "d_model=16", "--head-opt", "n_heads=2", "--modality-dropout", "0.3",
+            "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    ref = subprocess.run([sys.executable, "-m", "imo_pipeline", *args, "--out", str(tmp_path / "ref")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    assert "train stacked" in ref.stdout + ref.stderr
+    killer = tmp_path / "killer.py"
+    killer.write_text(KILLER)
+    out = tmp_path / "killed"
+    folds = sorted(d.name for d in (tmp_path / "ref").iterdir() if d.is_dir())
+    # kill 1, at the 5th journal: epoch 2 committed by fold 1, journal of fold 2 written, fold 3 not committed;
+    # kill 2: the re-run rolls fold 2 forward, trains fold 3's epoch 2 beside folds 1-2 as ghosts, commits it,
+    # then is killed at epoch 3's first journal (fold 1's)
+    for nth, committed in ((5, [2, 1, 1]), (2, [2, 2, 2])):
+        p = subprocess.run([sys.executable, str(killer), str(nth), *args, "--out", str(out)], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+        assert [len(rows(out / f)) for f in folds] == committed
+        assert (out / folds[1 if nth == 5 else 0] / "commit.json").is_file()
+    final = subprocess.run([sys.executable, "-m", "imo_pipeline", *args, "--out", str(out)], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    for f in folds:
+        a, b = tmp_path / "ref" / f, out / f
+        assert rows(a) == rows(b), f
+        for name in ("last.safetensors", "best.safetensors"):
+            wa, wb = load_file(a / name), load_file(b / name)
+            assert all(torch.equal(wa[k], wb[k]) for k in wa), (f, name)
+        assert summary_core(json.loads((a / "summary.json").read_text())) == \
+            summary_core(json.loads((b / "summary.json").read_text()))
+    cv = [json.loads((d / "cv.json").read_text()) for d in (tmp_path / "ref", out)]
+    assert cv[0]["mean"] == cv[1]["mean"]
