@@ -11,7 +11,8 @@ imo's trainer (default options, as `imo train` uses them), it prints:
     ``imo_pipeline.training.speedups`` switched on one by one from the original
     code path, then with 2 torch threads;
   - the 5 folds trained one run after another vs. stacked side by side
-    (``train_runs``), on 1 and 2 threads (--stack-epochs epochs each);
+    (``train_runs``), with --threads 1 and 2 (--stack-epochs epochs each; on 2
+    threads a stacked group trains two stacks at once, one thread each);
   - the wall time of a real 5-fold x 20-epoch cross-validation (as
     `imo train --folds fold` runs it; --cv-epochs, 0 to skip);
   - the speed-up against the original design, where a base-size audio encoder
@@ -219,24 +220,28 @@ def fold_jobs(cfg, root: Path, tag: str, epochs: int, threads: int) -> list:
              out / f"fold-{g}") for g in ("Ses01", "Ses02", "Ses03", "Ses04", "Ses05")]
 
 
-def stacked_vs_sequential(cfg, corpus, root: Path, epochs: int) -> None:
-    """The 5 folds for ``epochs`` epochs: one run after another vs. stacked, on 1 and 2 threads."""
+def stacked_vs_sequential(cfg, corpus, root: Path, epochs: int) -> int:
+    """The 5 folds for ``epochs`` epochs: one run after another vs. stacked, with --threads 1 and 2; returns the
+    thread count under which the stacked runs were faster."""
     from imo_pipeline.training.trainer import train_runs
 
-    print(f"\nthe 5 folds x {epochs} epoch(s) (training, validation and commits; run-epochs per minute):", flush=True)
-    base = None
+    print(f"\nthe 5 folds x {epochs} epoch(s), training + validation + commits (run-epochs per minute):", flush=True)
+    times = {}
     for threads in (1, 2):
-        times = {}
         for stack in (False, True):
             jobs = fold_jobs(cfg, root, "stack" if stack else "seq", epochs, threads)
             t0 = time.perf_counter()
             train_runs(jobs, corpus, progress=False, log=lambda *a: None, stack=stack)
-            times[stack] = time.perf_counter() - t0
-            base = base or times[stack]
-            print(f"  {threads} thread(s), {'stacked (5 side by side)' if stack else 'one run after another':<25s}"
-                  f"{times[stack]:7.1f} s  {60 * 5 * epochs / times[stack]:5.1f} run-epochs/min  "
-                  f"{base / times[stack]:5.2f}x", flush=True)
-        print(f"  stacked / one after another on {threads} thread(s): {times[False] / times[True]:.2f}x", flush=True)
+            times[threads, stack] = spent = time.perf_counter() - t0
+            how = ("stacked: 5 side by side" + (", 2 stacks in 2 threads" if threads == 2 else "") if stack else
+                   "one run after another" + (" (2 torch threads)" if threads == 2 else ""))
+            print(f"  --threads {threads}  {how:<48s}{spent:7.1f} s  {60 * 5 * epochs / spent:5.1f} run-epochs/min  "
+                  f"{times[1, False] / spent:5.2f}x", flush=True)
+    best = min((1, 2), key=lambda t: times[t, True])
+    print(f"  stacked / one after another: {times[1, False] / times[1, True]:.2f}x on 1 thread, "
+          f"{times[2, False] / times[2, True]:.2f}x on 2 threads; stacked on {best} thread(s) / one after another "
+          f"on 1 (the default): {times[1, False] / times[best, True]:.2f}x (aim >= 3x)", flush=True)
+    return best
 
 
 def cv_time(cfg, root: Path, epochs: int, threads: int) -> None:
@@ -250,7 +255,8 @@ def cv_time(cfg, root: Path, epochs: int, threads: int) -> None:
     result = cross_validate(dataclasses.replace(cfg, epochs=epochs, threads=threads), out, "fold", progress=False,
                             log=lambda *a: None)
     spent = time.perf_counter() - t0
-    print(f"\n5-fold x {epochs}-epoch cross-validation (stacked, {threads} thread(s), stores loaded inside): "
+    print(f"\n5-fold x {epochs}-epoch cross-validation, `imo train --folds fold --threads {threads}` (stacked; "
+          f"loading the stores included): "
           f"{spent:.0f} s = {spent / 60:.1f} min (aim <= 5 min); test UA {result['mean']['ua']:.3f} "
           f"+- {result['std']['ua']:.3f}", flush=True)
 
@@ -294,17 +300,14 @@ def main() -> None:
           f"in {load_s:.1f} s (once per run)")
 
     per_thread = speedups(cfg, corpus, root)
-    threads = 2 if per_thread[2] < 0.9 * per_thread[1] else 1    # more threads only when they clearly pay
-    print(f"ten epochs now: {10 * per_thread[threads] / 60:.1f} min (+ {load_s:.0f} s loading); faster on "
-          f"{threads} thread(s)")
-    if args.stack_epochs:
-        stacked_vs_sequential(cfg, corpus, root, args.stack_epochs)
+    per_epoch = min(per_thread.values())
+    print(f"ten epochs of one run now: {10 * per_epoch / 60:.1f} min (+ {load_s:.0f} s loading)")
+    threads = stacked_vs_sequential(cfg, corpus, root, args.stack_epochs) if args.stack_epochs else 1
     if args.cv_epochs:
         cv_time(cfg, root, args.cv_epochs, threads)
 
     durations = {u.id: u.audio.end for u in load_manifest(manifest)}
     spent, seconds, enc_epoch = encoder_seconds_per_epoch(trainer, durations, args.encoder_batches)
-    per_epoch = per_thread[threads]
     print(f"wav2vec2-base in the loop: measured {spent:.1f} s on {args.encoder_batches} batches "
           f"({seconds:.0f} s of padded audio, {spent / seconds:.3f} s per audio second); "
           f"extrapolated to one epoch: {enc_epoch:.0f} s (encoder forward only, frozen, no backward)")
