@@ -1,21 +1,27 @@
-"""Fusion-head training speed on an IEMOCAP-sized cache, vs. running an audio encoder inside the loop.
+"""Fusion-head training speed on an IEMOCAP-sized cache: each speed-up, stacked runs, a whole cross-validation.
 
 Writes (once, then reused) a synthetic cache of 5,531 utterances under --root
 (default /tmp/imo_bench_iemocap): audio 50 frames/s x 768 with IEMOCAP-like
 durations (gamma, clipped to 0.5-30 s, mean ~4.5 s), text ~20 tokens x 768,
-video 5 frames/s x 256; float16 Zarr stores written with the real PartWriter.
-Then it trains the default cross-attention head on a,t,v with imo's trainer
-(default options, as `imo train` uses them) and prints:
+video 5 frames/s x 256, five sessions (folds); float16 Zarr stores written with
+the real PartWriter. Then, for the default cross-attention head on a,t,v with
+imo's trainer (default options, as `imo train` uses them), it prints:
 
-  - seconds per epoch (and the time to load the stores into memory, once per run);
-  - the share of training time spent waiting for batches;
+  - seconds per epoch (training steps + validation) with the speed-ups of
+    ``imo_pipeline.training.speedups`` switched on one by one from the original
+    code path, then with 2 torch threads;
+  - the 5 folds trained one run after another vs. stacked side by side
+    (``train_runs``), with --threads 1 and 2 (--stack-epochs epochs each; on 2
+    threads a stacked group trains two stacks at once, one thread each);
+  - the wall time of a real 5-fold x 20-epoch cross-validation (as
+    `imo train --folds fold` runs it; --cv-epochs, 0 to skip);
   - the speed-up against the original design, where a base-size audio encoder
     (random-init wav2vec2-base config) runs inside every training step: the
     encoder is timed on a few of the same batches (raw 16 kHz audio of the same
     durations, frozen, no_grad) and extrapolated to a whole epoch by padded
     audio seconds.
 
-Usage: python benchmarks/train_head.py [--epochs 2] [--encoder-batches 2] [--root /tmp/imo_bench_iemocap]
+Usage: python benchmarks/train_head.py [--stack-epochs 1] [--cv-epochs 20] [--root /tmp/imo_bench_iemocap]
 
 Per-head mode (``--heads all`` or ``--heads mult,tfn``): trains every named
 registered head with its default options (single-modality heads on audio, the
@@ -86,14 +92,10 @@ def encoder_seconds_per_epoch(trainer, durations: dict[str, float], n_batches: i
     """(measured s, measured padded audio s, extrapolated s per epoch) of wav2vec2-base on the epoch's batches."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from imo_pipeline.training.data import bucket_batches
-
     torch.manual_seed(0)
     model = Wav2Vec2Model(Wav2Vec2Config()).eval()  # base size: 12 layers x 768, ~95M parameters
     ids = [u.id for u in trainer.corpus.utterances]
-    idx = trainer.split["train"]
-    order = bucket_batches(idx, trainer.corpus.lengths(), trainer.cfg.batch_size,
-                           np.random.default_rng(trainer.cfg.seed * 100_003 + 1))
+    order = [b for band in trainer.schedule(1) for b in band]
     padded = [len(b) * max(durations[ids[k]] for k in b) for b in order]  # padded audio seconds per batch
     pick = np.random.default_rng(1).choice(len(order), n_batches, replace=False)
     best = None
@@ -151,10 +153,120 @@ def per_head(names: list[str], manifest: Path, stores: dict[str, Path], root: Pa
           f"does; 'load s' is loading the stores into memory, once per run)")
 
 
+STEPS = [  # (label, what switching it on changes); cumulative, in this order
+    ("original", None),
+    ("+ gathered batches", "fast_batches"),
+    ("+ fused attention (SDPA)", "sdpa"),
+    ("+ start-token-only blocks", "start_only"),
+    ("+ numpy dropout masks", "fast_dropout"),
+    ("+ fused AdamW", "fused_adamw"),
+]
+
+
+def one_epoch(cfg, corpus, root: Path) -> tuple[float, float]:
+    """(training steps s, validation s) of the first epoch of a fresh run of ``cfg``."""
+    from imo_pipeline.training.trainer import Trainer
+
+    trainer = Trainer(cfg, root / "runs" / f"epoch-{time.time_ns()}", corpus, progress=False, log=lambda *a: None)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        t0 = time.perf_counter()
+        trainer.train_epoch(1)
+        t1 = time.perf_counter()
+        trainer.validate(1)
+        return t1 - t0, time.perf_counter() - t1
+    finally:
+        torch.set_num_threads(before)
+
+
+def speedups(cfg, corpus, root: Path) -> dict[int, float]:
+    """Seconds per epoch with the speed-ups switched on one by one (then 2 threads); returns s/epoch by threads."""
+    import dataclasses
+
+    from imo_pipeline.training.speedups import SPEEDUPS
+
+    print("\nseconds per epoch (training steps + validation), each speed-up switched on in turn:", flush=True)
+    names = [k for _, k in STEPS if k]
+    for k in names:
+        setattr(SPEEDUPS, k, False)
+    first = last = None
+    try:
+        for label, key in STEPS:
+            if key:
+                setattr(SPEEDUPS, key, True)
+            train_s, valid_s = one_epoch(cfg, corpus, root)
+            first = first or train_s
+            print(f"  {label:<28s}{train_s:7.1f} s + {valid_s:4.1f} s   {first / train_s:5.2f}x"
+                  f"{'' if last is None else f'  (this step {last / train_s:.2f}x)'}", flush=True)
+            last = train_s
+    finally:
+        for k in names:
+            setattr(SPEEDUPS, k, True)
+    per_thread = {1: last}
+    for threads in (2,):
+        train_s, valid_s = one_epoch(dataclasses.replace(cfg, threads=threads), corpus, root)
+        per_thread[threads] = train_s
+        print(f"  {'+ ' + str(threads) + ' torch threads':<28s}{train_s:7.1f} s + {valid_s:4.1f} s   "
+              f"{first / train_s:5.2f}x  (this step {last / train_s:.2f}x)", flush=True)
+    return per_thread
+
+
+def fold_jobs(cfg, root: Path, tag: str, epochs: int, threads: int) -> list:
+    import dataclasses
+
+    out = root / "runs" / f"{tag}-{time.time_ns()}"
+    return [(dataclasses.replace(cfg, fold_key="fold", test_group=g, epochs=epochs, threads=threads),
+             out / f"fold-{g}") for g in ("Ses01", "Ses02", "Ses03", "Ses04", "Ses05")]
+
+
+def stacked_vs_sequential(cfg, corpus, root: Path, epochs: int) -> int:
+    """The 5 folds for ``epochs`` epochs: one run after another vs. stacked, with --threads 1 and 2; returns the
+    thread count under which the stacked runs were faster."""
+    from imo_pipeline.training.trainer import train_runs
+
+    print(f"\nthe 5 folds x {epochs} epoch(s), training + validation + commits (run-epochs per minute):", flush=True)
+    times = {}
+    for threads in (1, 2):
+        for stack in (False, True):
+            jobs = fold_jobs(cfg, root, "stack" if stack else "seq", epochs, threads)
+            t0 = time.perf_counter()
+            train_runs(jobs, corpus, progress=False, log=lambda *a: None, stack=stack)
+            times[threads, stack] = spent = time.perf_counter() - t0
+            how = ("stacked: 5 side by side" + (", 2 stacks in 2 threads" if threads == 2 else "") if stack else
+                   "one run after another" + (" (2 torch threads)" if threads == 2 else ""))
+            print(f"  --threads {threads}  {how:<48s}{spent:7.1f} s  {60 * 5 * epochs / spent:5.1f} run-epochs/min  "
+                  f"{times[1, False] / spent:5.2f}x", flush=True)
+    best = min((1, 2), key=lambda t: times[t, True])
+    print(f"  stacked / one after another: {times[1, False] / times[1, True]:.2f}x on 1 thread, "
+          f"{times[2, False] / times[2, True]:.2f}x on 2 threads; stacked on {best} thread(s) / one after another "
+          f"on 1 (the default): {times[1, False] / times[best, True]:.2f}x (aim >= 3x)", flush=True)
+    return best
+
+
+def cv_time(cfg, root: Path, epochs: int, threads: int) -> None:
+    """A real 5-fold cross-validation of the default head, as `imo train --folds fold` runs it."""
+    import dataclasses
+
+    from imo_pipeline.training.trainer import cross_validate
+
+    out = root / "runs" / f"cv-{time.time_ns()}"
+    t0 = time.perf_counter()
+    result = cross_validate(dataclasses.replace(cfg, epochs=epochs, threads=threads), out, "fold", progress=False,
+                            log=lambda *a: None)
+    spent = time.perf_counter() - t0
+    print(f"\n5-fold x {epochs}-epoch cross-validation, `imo train --folds fold --threads {threads}` (stacked; "
+          f"loading the stores included): "
+          f"{spent:.0f} s = {spent / 60:.1f} min (aim <= 5 min); test UA {result['mean']['ua']:.3f} "
+          f"+- {result['std']['ua']:.3f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=Path("/tmp/imo_bench_iemocap"))
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of the per-head mode")
+    ap.add_argument("--stack-epochs", type=int, default=1, help="epochs of the stacked vs one-after-another runs")
+    ap.add_argument("--cv-epochs", type=int, default=20, help="epochs of the timed cross-validation (0: skip it)")
     ap.add_argument("--encoder-batches", type=int, default=2)
     ap.add_argument("--heads", default=None, help="per-head mode: 'all' or a comma list of registered heads")
     ap.add_argument("--utterances", type=int, default=N, help=f"cache size (default {N}, IEMOCAP's)")
@@ -163,9 +275,8 @@ def main() -> None:
     from imo_pipeline.manifest import load_manifest
     from imo_pipeline.training.trainer import TrainConfig, Trainer, load_corpus
 
-    print(f"CPU: {os.cpu_count()} cores; the head trains on 1 torch thread (imo's default); the encoder is timed "
-          f"on 1 and 2 threads and the faster is used. The CPU is shared with other jobs right now: figures are "
-          f"one run's, measured side by side.")
+    print(f"CPU: {os.cpu_count()} cores, torch {torch.__version__}. The CPU may be shared with other jobs: figures "
+          f"are one run's, compared side by side.")
     root = args.root if args.utterances == N else args.root.with_name(f"{args.root.name}-{args.utterances}")
     manifest, stores = make_cache(root, n=args.utterances)
     if args.heads:
@@ -178,28 +289,22 @@ def main() -> None:
     cfg = TrainConfig(modalities=["audio", "text", "video"], stores={m: str(p) for m, p in stores.items()},
                       manifest=str(manifest), epochs=args.epochs)
     t0 = time.perf_counter()
-    _, corpus = load_corpus(cfg, progress=False)
+    _, corpus = load_corpus(cfg, progress=False, log=lambda *a: None)
     load_s = time.perf_counter() - t0
-    out = root / "runs" / f"bench-{int(time.time())}"
-    trainer = Trainer(cfg, out, corpus, progress=False)
-    summary = trainer.run()
-    rows = trainer.history()
-    train_s = [r["seconds"] for r in rows]
-    per_epoch = trainer.train_time / len(rows)              # training steps only
-    per_epoch_all = float(np.mean(train_s))                 # + validation pass
+    trainer = Trainer(cfg, root / "runs" / f"probe-{time.time_ns()}", corpus, progress=False, log=lambda *a: None)
     head = trainer.resolved_config()["head"]
     print(f"head: cross_attention {json.dumps({k: v for k, v in head['config'].items() if k != 'type'})}, "
           f"{trainer.resolved_config()['parameters']:,} parameters; preprocess "
           f"{ {m: t.prep.to_dict() for m, t in corpus.tables.items()} }")
-    print(f"train split {len(trainer.split['train'])} utterances, batch {cfg.batch_size}; "
-          f"stores loaded into memory in {load_s:.1f} s (once per run)")
-    print(f"seconds per epoch: {per_epoch:.1f} training steps, {per_epoch_all:.1f} with the validation pass "
-          f"(each epoch: {', '.join(f'{s:.1f}' for s in train_s)})")
-    print(f"ten epochs: {10 * per_epoch_all / 60:.1f} min (+ {load_s:.0f} s loading)")
-    scale = args.utterances / len(trainer.split["train"])
-    print(f"if an epoch covered all {args.utterances} utterances (not just the train split): ~{per_epoch_all * scale:.1f} s, "
-          f"ten epochs ~{10 * per_epoch_all * scale / 60:.1f} min (scaled by utterance count, not measured)")
-    print(f"data wait share: {100 * summary['data_wait_share']:.1f} % of training time")
+    print(f"train split {len(trainer.split['train'])} utterances, batch {cfg.batch_size}; stores loaded into memory "
+          f"in {load_s:.1f} s (once per run)")
+
+    per_thread = speedups(cfg, corpus, root)
+    per_epoch = min(per_thread.values())
+    print(f"ten epochs of one run now: {10 * per_epoch / 60:.1f} min (+ {load_s:.0f} s loading)")
+    threads = stacked_vs_sequential(cfg, corpus, root, args.stack_epochs) if args.stack_epochs else 1
+    if args.cv_epochs:
+        cv_time(cfg, root, args.cv_epochs, threads)
 
     durations = {u.id: u.audio.end for u in load_manifest(manifest)}
     spent, seconds, enc_epoch = encoder_seconds_per_epoch(trainer, durations, args.encoder_batches)

@@ -29,19 +29,36 @@ never lets a query attend over an empty key set. The heads here use one of:
 - a masked mean clamped at one frame (:func:`masked_mean`), which gives a zero
   vector that the head's LayerNorm maps to a learned constant (``concat``,
   ``probe``).
+
+Stacked runs
+------------
+A head with ``stackable = True`` implements :meth:`Head.stacked_forward`: the
+same computation for ``K`` runs at once, every parameter stacked ``(K, *shape)``
+and every input ``(K, B, T, L, D)`` (:class:`Stack` says each run's real rows and
+frames, its options in ``per_run_options`` and its dropout seed).
+``imo_pipeline.training.stacked`` then trains folds, seeds or sweep trials of
+one architecture side by side. Write its ``forward`` as ``stacked_forward`` with
+``K = 1`` (as ``cross_attention`` does) so both paths are one code; use
+:func:`stacked_linear`, :func:`stacked_layer_norm` and :meth:`Stack.dropout`,
+whose masks are drawn per run over the run's own extent, so that a run gets the
+same result stacked as alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
 from imo_pipeline.errors import ConfigError
+from imo_pipeline.training.speedups import SPEEDUPS
 
 
 @dataclass(frozen=True)
@@ -216,6 +233,28 @@ class Head(nn.Module):
         x0, _ = next(iter(batch.values()))
         return {**batch, **{m: absent_input(x0.shape[0], self.inputs[m], x0.device) for m in missing}}
 
+    # --- stacked runs -------------------------------------------------------------------------------------
+    #: True when the head implements ``stacked_forward`` (the trainer then trains runs of it side by side)
+    stackable: ClassVar[bool] = False
+    #: options that may differ between runs trained stacked (read per run from ``Stack.configs``)
+    per_run_options: ClassVar[tuple[str, ...]] = ()
+
+    def stack_key(self) -> str:
+        """Runs whose heads give equal keys can train stacked: same head, inputs, outputs and options, except
+        ``per_run_options``."""
+        config = {k: v for k, v in self.config.to_dict(self.registered_name).items() if k not in self.per_run_options}
+        return json.dumps({"name": self.registered_name, "config": config, "n_outputs": self.n_outputs,
+                           "inputs": {m: dataclasses.asdict(s) for m, s in self.inputs.items()}}, sort_keys=True)
+
+    def stacked_forward(self, params: dict[str, torch.Tensor], batch: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                        stack: "Stack") -> torch.Tensor:
+        """Logits ``(K, B, C)`` of ``K`` runs of this architecture at once. ``params`` maps every parameter name
+        (as in ``named_parameters()``) to the runs' values stacked ``(K, *shape)``; ``batch`` is
+        ``{m: (x (K, B, T, L, D), mask (K, B, T))}``; ``stack`` says each run's options, real rows and frames
+        and dropout seeds. ``self`` supplies the structure only, not the weights. Heads with
+        ``stackable = True`` implement it."""
+        raise NotImplementedError(f"head {self.registered_name!r} cannot be trained stacked")
+
     def structure(self) -> dict[str, Any] | None:
         """What was built, for people (``describe()["structure"]``); not needed to rebuild."""
         return None
@@ -294,3 +333,102 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return pe
+
+
+@functools.lru_cache(maxsize=512)
+def cached_positions(length: int, dim: int, device: str = "cpu") -> torch.Tensor:
+    """``sinusoidal_positions`` computed once per (length, dim, device); do not modify the result in place."""
+    return sinusoidal_positions(length, dim, torch.device(device))
+
+
+# --- stacked runs: K runs of one architecture, every parameter and input with a leading run dimension ------------
+
+
+def dropout_seed(config: HeadConfig, training: bool, generator: torch.Generator | None = None) -> int | None:
+    """The seed of one forward pass's dropout masks, drawn from torch's global generator (or ``generator``, a
+    stacked run's own), so a run's seed, its resume and its stacking keep it; None when no dropout applies
+    (evaluation, or every rate 0)."""
+    if not training or not any(getattr(config, f.name) for f in dataclasses.fields(config)
+                               if f.name.endswith("dropout")):
+        return None
+    return int(torch.randint(0, 2**62, (), generator=generator).item())
+
+
+@dataclass
+class Stack:
+    """What a ``stacked_forward`` needs to know about its ``K`` runs.
+
+    Run ``k``'s real samples are rows ``:rows[k]`` of the batch and its real frames of modality ``m`` the first
+    ``frames[m][k]`` (the rest is padding shared by all runs, so runs of different batch sizes and lengths fit
+    one tensor). ``seeds[k]`` seeds run ``k``'s dropout masks for this pass (None: no dropout for that run;
+    ``seeds`` None: evaluation). Masks are drawn over each run's real extent only, from its own generator, so
+    a run draws the same masks stacked as alone.
+    """
+
+    configs: list[HeadConfig]
+    rows: list[int]
+    frames: dict[str, list[int]]
+    seeds: list[int | None] | None = None
+
+    def __post_init__(self):
+        self._bits = [None if s is None else np.random.SFC64(s) for s in (self.seeds or [])]
+
+    @classmethod
+    def single(cls, config: HeadConfig, batch: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               seed: int | None) -> "Stack":
+        """One run (``K = 1``) over an unstacked ``batch``."""
+        rows = next(iter(batch.values()))[1].shape[0]
+        return cls([config], [rows], {m: [mask.shape[1]] for m, (_, mask) in batch.items()},
+                   None if seed is None else [seed])
+
+    @property
+    def size(self) -> int:
+        return len(self.configs)
+
+    def dropout(self, x: torch.Tensor, option: str, frames: list[int] | None = None) -> torch.Tensor:
+        """Dropout on ``x (K, B, [T,] ...)`` at each run's rate (its config field ``option``); ``frames``: each
+        run's real length of the T dimension (None when ``x`` has none)."""
+        ps = [getattr(c, option) for c in self.configs]
+        if self.seeds is None or not any(p for p, s in zip(ps, self.seeds) if s is not None):
+            return x
+        if not SPEEDUPS.fast_dropout:
+            return torch.stack([nn.functional.dropout(x[k], p, s is not None) for k, (p, s) in
+                                enumerate(zip(ps, self.seeds))])
+        lead = 2 if frames is None else 3
+        whole = self.size == 1 and self.rows[0] == x.shape[1] and (frames is None or frames[0] == x.shape[2])
+        mask = None if whole else x.new_zeros(x.shape)
+        for k, p in enumerate(ps):
+            shape = (self.rows[k], *(() if frames is None else (frames[k],)), *x.shape[lead:])
+            if self._bits[k] is None or p == 0:
+                if not whole:
+                    mask[(k, *(slice(e) for e in shape[:lead - 1]))] = 1.0
+                continue
+            n = math.prod(shape)
+            cut = round(p * 65536)                               # drop when 16 random bits fall below p * 2^16
+            bits = self._bits[k].random_raw(-(-n // 4)).view(np.int16)[:n]
+            m = (torch.from_numpy(bits).view(shape) >= cut - 32768).to(x.dtype).mul_(65536 / (65536 - cut))
+            if whole:
+                mask = m.unsqueeze(0)
+            else:
+                mask[(k, *(slice(e) for e in shape[:lead - 1]))] = m
+        return x if mask is None else x * mask
+
+
+def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``nn.Linear`` per run: ``x (K, ..., in)``, ``weight (K, out, in)``, ``bias (K, out)`` -> ``(K, ..., out)``."""
+    if weight.shape[0] == 1:
+        return nn.functional.linear(x, weight[0], None if bias is None else bias[0])
+    K, shape = weight.shape[0], x.shape
+    flat = x.reshape(K, -1, shape[-1])                               # (K, N, in)
+    y = (torch.bmm(flat, weight.transpose(1, 2)) if bias is None
+         else torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2)))  # (K, N, out)
+    return y.reshape(*shape[:-1], weight.shape[1])
+
+
+def stacked_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``nn.LayerNorm`` over the last dimension per run: ``x (K, ..., d)``, ``weight``/``bias`` ``(K, d)``."""
+    d = x.shape[-1]
+    if weight.shape[0] == 1:
+        return nn.functional.layer_norm(x, (d,), weight[0], bias[0], eps)
+    shape = (weight.shape[0], *([1] * (x.dim() - 2)), d)
+    return torch.addcmul(bias.reshape(shape), nn.functional.layer_norm(x, (d,), None, None, eps), weight.reshape(shape))

@@ -3,7 +3,18 @@
 Values stay float16 in memory (as stored) and become float32 only per batch.
 ``Preprocess`` is the single place where stored arrays are turned into head
 inputs (layer selection, temporal downsampling, dtype); training, ``imo
-evaluate`` and ``Run.predict`` all go through it.
+evaluate`` and ``Run.predict`` all go through it. Training batches from
+in-memory tables are gathered as tensors in one indexing step per modality
+(``Corpus.gather``); lazy tables go through ``collate`` item by item. Both give
+the same values.
+
+A training epoch's batch order (``epoch_batches``) is shared, as far as lengths
+go, by every run of the same epoch: batches are sorted by length into
+``BANDS`` bands, the bands come in an order drawn from the epoch number alone
+and a band's batches in order of length, while which utterances make up each
+batch is the run's own (drawn from its seed). Runs trained side by side
+(``training.stacked``) then take batches of about the same length at each step,
+so little padding is shared, and a run's batches are the same stacked or alone.
 """
 
 from __future__ import annotations
@@ -25,8 +36,10 @@ from ..manifest import Manifest, Utterance
 from ..paths import is_url
 from ..store import StoreMeta, open_store
 from ..store.reader import EmbeddingStore
+from .speedups import SPEEDUPS
 
 AUTO_RATE = 12.5  # frames/s that "auto" downsampling aims at (50 fps wav2vec2 -> 4x)
+BANDS = 16        # length bands of a training epoch (see the module doc)
 
 
 @dataclass
@@ -87,6 +100,7 @@ class Table:
         raw = store.lengths()[rows]
         self.lengths = np.array([prep.out_length(int(t)) for t in raw], dtype=np.int64)
         self.values: np.ndarray | None = None
+        self._tensor: torch.Tensor | None = None
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)]).astype(np.int64)
         if in_memory:
             self._load(progress)
@@ -110,6 +124,27 @@ class Table:
             return self.values[self.offsets[k]:self.offsets[k + 1]]
         return self.prep.apply(self.store.get(self.rows[k]))
 
+    def gather(self, groups: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """In-memory utterances ``groups`` (one array of corpus rows per run) as ``(x (K, B, T, L, D) float32,
+        mask (K, B, T) bool)``, zero-padded; see ``Corpus.gather``."""
+        K, B = len(groups), max(len(g) for g in groups)
+        rows = np.zeros((K, B), np.int64)
+        real = np.zeros((K, B), bool)
+        for k, g in enumerate(groups):
+            rows[k, :len(g)], real[k, :len(g)] = g, True
+        lengths = np.where(real, self.lengths[rows], 0)                  # (K, B)
+        T = max(1, int(lengths.max()))
+        t = np.arange(T)
+        mask = t < lengths[..., None]                                    # (K, B, T)
+        frame = np.where(mask, self.offsets[rows][..., None] + t, 0)      # (K, B, T) row of the flat table
+        if self._tensor is None:
+            self._tensor = torch.from_numpy(self.values)                 # (frames, L, D) shared, store dtype
+        x = self._tensor[torch.from_numpy(frame.reshape(-1))].to(torch.float32)  # (K*B*T, L, D)
+        x = x.view(K, B, T, *self.values.shape[1:])
+        mask_t = torch.from_numpy(mask)
+        x.mul_(mask_t[..., None, None])                                  # padding frames are zero
+        return x, mask_t
+
 
 @dataclass
 class Corpus:
@@ -131,6 +166,15 @@ class Corpus:
 
     def item(self, k: int) -> dict[str, np.ndarray]:
         return {m: t[k] for m, t in self.tables.items()}
+
+    def gather(self, groups: list[np.ndarray]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of corpus rows, one per run, stacked on a leading run dimension and padded to a common size:
+        ``{m: (x (K, B, T, L, D) float32, mask (K, B, T) bool)}`` with ``B`` the largest group and ``T`` the
+        longest item of modality ``m`` (at least 1). Padding (frames and rows) is zero and masked. In-memory
+        tables are gathered as tensors (float16 -> float32 once per batch); lazy ones go through ``collate``."""
+        if SPEEDUPS.fast_batches and all(t.values is not None for t in self.tables.values()):
+            return {m: t.gather(groups) for m, t in self.tables.items()}
+        return stack_batches([collate([self.item(int(i)) for i in g]) if len(g) else None for g in groups])
 
     def lengths(self) -> np.ndarray:
         """Total frames of every utterance over modalities ``[n]`` (for bucketing)."""
@@ -238,6 +282,44 @@ def collate(items: list[dict[str, np.ndarray]]) -> dict[str, tuple[torch.Tensor,
             mask[i, : len(a)] = True
         out[m] = (torch.from_numpy(x), torch.from_numpy(mask))
     return out
+
+
+def stack_batches(batches: list[dict[str, tuple[torch.Tensor, torch.Tensor]] | None]
+                  ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Collated batches (one per run; None: no rows) zero-padded to a common ``(B, T)`` and stacked:
+    ``{m: (x (K, B, T, L, D), mask (K, B, T))}``."""
+    out = {}
+    some = [b for b in batches if b is not None]
+    for m in some[0]:
+        B = max(b[m][0].shape[0] for b in some)
+        T = max(b[m][0].shape[1] for b in some)
+        x = torch.zeros(len(batches), B, T, *some[0][m][0].shape[2:])
+        mask = torch.zeros(len(batches), B, T, dtype=torch.bool)
+        for k, b in enumerate(batches):
+            if b is None:
+                continue
+            xb, mb = b[m]
+            x[k, :xb.shape[0], :xb.shape[1]] = xb
+            mask[k, :mb.shape[0], :mb.shape[1]] = mb
+        out[m] = (x, mask)
+    return out
+
+
+def epoch_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  pool: int = 50) -> list[list[np.ndarray]]:
+    """One training epoch of a run as length bands (see the module doc): ``bucket_batches`` with the run's
+    own shuffle (seeded by ``seed`` and ``epoch``), then the batches sorted by their longest item, cut into
+    ``BANDS`` bands of consecutive length ranks, the bands in an order drawn from ``epoch`` alone."""
+    rng = np.random.default_rng(seed * 100_003 + epoch)
+    idx = np.asarray(indices)[rng.permutation(len(indices))]
+    batches = bucket_batches(idx, lengths, batch_size, None, pool)
+    longest = np.array([lengths[b].max() for b in batches])
+    ranked = [batches[i] for i in np.argsort(longest, kind="stable")]
+    bands: list[list[np.ndarray]] = [[] for _ in range(BANDS)]
+    for r, b in enumerate(ranked):
+        bands[r * BANDS // len(ranked)].append(b)
+    order = np.random.default_rng([epoch, 0x696D6F]).permutation(BANDS)
+    return [bands[j] for j in order]
 
 
 def bucket_batches(indices: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,

@@ -29,10 +29,11 @@ from tqdm import tqdm
 from ..errors import ConfigError, ManifestError, StoreError
 from ..manifest import Manifest, Utterance, load_manifest
 from .config import IN_MEMORY, NOT_IDENTITY, SCHEDULES, TrainConfig
-from .data import Corpus, all_failed, batches, open_corpus
+from .data import Corpus, all_failed, epoch_batches, open_corpus, prefetch
 from .missing import ModalityDropout
 from .plots import plot_confusion, plot_curves
 from .runs import RUN_FORMAT, RunDir, check_run_stores, forward_items, load_weights_into, verify_hint
+from .speedups import SPEEDUPS
 from .tasks import Task, build_task, require_labels
 
 __all__ = ["TrainConfig", "NOT_IDENTITY", "SCHEDULES", "IN_MEMORY", "train", "train_runs", "cross_validate",
@@ -117,9 +118,22 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (1 - progress) ** cfg.power
 
 
+@torch.no_grad()
 def predict_split(model: torch.nn.Module, corpus: Corpus, idx: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``, through ``forward_items`` like ``Run.predict``."""
-    return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
+    """Logits ``(N, C)`` of ``model`` on corpus rows ``idx``: the batches ``forward_items`` (``Run.predict``) makes
+    of the same items, gathered from the tables (``Corpus.gather``: the same values); a modality the corpus
+    lacks reaches the head as absent (``Head.complete_batch``)."""
+    if not SPEEDUPS.fast_batches:
+        return forward_items(model, [corpus.item(int(i)) for i in idx], batch_size)
+    model.eval()
+    idx = np.asarray(idx, np.int64)
+    out = np.zeros((len(idx), model.n_outputs), np.float32)
+    order = np.argsort(corpus.lengths()[idx], kind="stable")        # as forward_items orders its items
+    for lo in range(0, len(idx), batch_size):
+        pick = order[lo:lo + batch_size]
+        batch = {m: (x[0], mask[0]) for m, (x, mask) in corpus.gather([idx[pick]]).items()}
+        out[pick] = model(model.complete_batch(batch)).float().numpy()
+    return out
 
 
 def score(task: Task, logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict, float | None]:
@@ -243,14 +257,16 @@ class Trainer:
         self.model = build_head(cfg.head, inputs, self.task.n_outputs, cfg.head_options)
         self.dropper = ModalityDropout(cfg.modality_dropout, cfg.modalities, cfg.seed)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                     weight_decay=cfg.weight_decay)
-        n_batches = -(-len(self.split["train"]) // cfg.batch_size)
-        self.steps_per_epoch = -(-n_batches // cfg.accum)
+                                     weight_decay=cfg.weight_decay, fused=True if SPEEDUPS.fused_adamw else None)
+        self.n_batches = -(-len(self.split["train"]) // cfg.batch_size)
+        self.steps_per_epoch = -(-self.n_batches // cfg.accum)
         self.total_steps = cfg.total_updates or self.steps_per_epoch * cfg.epochs   # the schedule's length
+        self.lengths = corpus.lengths()
         self.state = RunState()
         self.rows: list[dict] = []
         self.data_wait = 0.0
         self.train_time = 0.0
+        self.tag = ""                          # prefix of the log lines (runs trained side by side)
 
     def _refuse_all_train_failed(self) -> None:
         man = self.corpus.manifest
@@ -347,13 +363,29 @@ class Trainer:
             f"--lr (now {self.cfg.lr:g}) or set --clip, and train into a new --out; if it persists, "
             f"{verify_hint(self.corpus.paths.values())}")
 
+    def schedule(self, epoch: int) -> list[list[np.ndarray]]:
+        """This run's training batches of ``epoch`` (corpus rows), as length bands (``data.epoch_batches``)."""
+        return epoch_batches(self.split["train"], self.lengths, self.cfg.batch_size, self.cfg.seed, epoch)
+
+    def take(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]], rows: np.ndarray, epoch: int
+             ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Training batch ``batch`` (of corpus ``rows``) as the model sees it in ``epoch``: the one place for
+        per-batch changes (modality dropout). Runs trained stacked call it per run, with that run's random state."""
+        return self.dropper(batch, rows, epoch)
+
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training split; returns the mean loss (ConfigError at a non-finite loss)."""
         cfg = self.cfg
         self.model.train()
-        it = batches(self.corpus, self.split["train"], cfg.batch_size, seed=cfg.seed * 100_003 + epoch,
-                     targets=self.targets)
-        n_batches = -(-len(self.split["train"]) // cfg.batch_size)
+        order = [b for band in self.schedule(epoch) for b in band]
+        n_batches = len(order)
+
+        def gen():
+            for b in order:
+                x = {m: (v[0], mask[0]) for m, (v, mask) in self.corpus.gather([b]).items()}   # (B, T, L, D), (B, T)
+                yield b, x, torch.from_numpy(np.asarray(self.targets[b]))
+
+        it = prefetch(gen())
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
                    file=sys.stderr, leave=False)
         total, count, k = 0.0, 0, 0
@@ -365,10 +397,9 @@ class Trainer:
                     b, x, y = next(it)
                 except StopIteration:
                     break
-                x = self.dropper(x, b, epoch)
                 self.data_wait += time.perf_counter() - t0
                 group = min(cfg.accum, n_batches - (k // cfg.accum) * cfg.accum)
-                loss = self.task.loss(self.model(x), y)
+                loss = self.task.loss(self.model(self.take(x, b, epoch)), y)
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise self._diverged(epoch, f"the training loss (batch {k + 1} of {n_batches})")
@@ -393,10 +424,14 @@ class Trainer:
             bar.close()
             it.close()
         self.train_time += time.perf_counter() - t_start
+        self.check_weights(epoch)
+        return total / max(count, 1)
+
+    def check_weights(self, epoch: int) -> None:
+        """ConfigError when a weight became non-finite during ``epoch``."""
         bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
         if bad:
             raise self._diverged(epoch, f"the weights ({bad[0]})")
-        return total / max(count, 1)
 
     def validate(self, epoch: int) -> tuple[dict, float | None]:
         """(metrics, loss) on the valid split; ConfigError when an output or a metric is not finite."""
@@ -427,40 +462,54 @@ class Trainer:
             torch.set_num_threads(before)
 
     def _run(self) -> dict:
+        summary = self.begin()
+        while summary is None:
+            epoch = self.state.epoch + 1
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch(epoch)
+            summary = self.end_epoch(epoch, train_loss, t0)
+        return summary
+
+    def begin(self) -> dict | None:
+        """Start or resume (the folder must be held, ``RunDir.training``); the summary of a run that is already
+        trained, else None."""
         self._start_or_resume()
         cfg = self.cfg
         if self.state.done:
             if not (self.out / RunDir.SUMMARY).is_file():  # stopped between the last commit and the summary
                 return self.finish()
-            self.log(f"{self.out} is already trained; delete it or pass a new --out to train again")
+            self.log(f"{self.tag}{self.out} is already trained; delete it or pass a new --out to train again")
             return self.dir.read_json(RunDir.SUMMARY)
-        self.log(f"training {cfg.head} on {'+'.join(cfg.modalities)} ({self.resolved_config()['parameters']:,} "
-                 f"parameters): {len(self.split['train'])} train, {len(self.split['valid'])} valid, "
-                 f"{len(self.split['test'])} test; {cfg.epochs} epochs -> {self.out}")
-        while True:
-            epoch = self.state.epoch + 1
-            t0 = time.perf_counter()
-            train_loss = self.train_epoch(epoch)
-            vm, vloss = self.validate(epoch)
-            value = vm.get(self.metric, train_loss if self.best.lower else -train_loss)
-            self.state.epoch = epoch
-            improved = self.best.update(self.state, value, epoch)
-            reason = self.stopping.after_epoch(self.state)
-            self.rows.append({"epoch": epoch, "step": self.state.step, "lr": self.opt.param_groups[0]["lr"],
-                              "train_loss": train_loss, "valid_loss": vloss, **_scalars(vm, "valid"),
-                              "seconds": time.perf_counter() - t0})
-            self._checkpoint(improved, vm)
-            if reason == "early":
-                self.log(f"early stop after epoch {epoch}: valid {self.metric} did not improve for "
-                         f"{cfg.patience} epochs")
-            self.log(f"epoch {epoch}: train loss {train_loss:.4f}, valid loss "
-                     f"{'-' if vloss is None else f'{vloss:.4f}'}, valid {self.metric} {value:.4f} "
-                     f"(best {self.state.best_value:.4f} @ {self.state.best_epoch})")
-            if self.state.done:
-                return self.finish()
-            if self.stopping.pause(self.state):
-                self.log(f"stopping after epoch {epoch} (--stop-after); re-run the same command to resume")
-                return {"stopped_after": epoch}
+        self.log(f"{self.tag}training {cfg.head} on {'+'.join(cfg.modalities)} "
+                 f"({self.resolved_config()['parameters']:,} parameters): {len(self.split['train'])} train, "
+                 f"{len(self.split['valid'])} valid, {len(self.split['test'])} test; {cfg.epochs} epochs -> {self.out}")
+        return None
+
+    def end_epoch(self, epoch: int, train_loss: float, started: float) -> dict | None:
+        """Validate, commit and log ``epoch`` (trained since ``started``, a ``perf_counter`` time); returns the
+        summary when the run ends, ``{"stopped_after": epoch}`` when it pauses, else None."""
+        cfg = self.cfg
+        vm, vloss = self.validate(epoch)
+        value = vm.get(self.metric, train_loss if self.best.lower else -train_loss)
+        self.state.epoch = epoch
+        improved = self.best.update(self.state, value, epoch)
+        reason = self.stopping.after_epoch(self.state)
+        self.rows.append({"epoch": epoch, "step": self.state.step, "lr": self.opt.param_groups[0]["lr"],
+                          "train_loss": train_loss, "valid_loss": vloss, **_scalars(vm, "valid"),
+                          "seconds": time.perf_counter() - started})
+        self._checkpoint(improved, vm)
+        if reason == "early":
+            self.log(f"{self.tag}early stop after epoch {epoch}: valid {self.metric} did not improve for "
+                     f"{cfg.patience} epochs")
+        self.log(f"{self.tag}epoch {epoch}: train loss {train_loss:.4f}, valid loss "
+                 f"{'-' if vloss is None else f'{vloss:.4f}'}, valid {self.metric} {value:.4f} "
+                 f"(best {self.state.best_value:.4f} @ {self.state.best_epoch})")
+        if self.state.done:
+            return self.finish()
+        if self.stopping.pause(self.state):
+            self.log(f"{self.tag}stopping after epoch {epoch} (--stop-after); re-run the same command to resume")
+            return {"stopped_after": epoch}
+        return None
 
     def finish(self) -> dict:
         """Best weights -> test (else valid) metrics, plots and summary.json."""
@@ -514,19 +563,76 @@ def train(cfg: TrainConfig, out: str | Path, corpus: Corpus | None = None, progr
 
 
 def train_runs(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus, progress: bool = True,
-               log: Callable = print) -> list[dict]:
-    """Train several runs on one corpus (folds, seeds, trials), each into its own run folder; their summaries
-    in order. The one entry point for many runs: one at a time today (a run stopped by ``stop_after`` ends
-    the list there); runs of one architecture may later be trained together where results stay the same."""
-    summaries = []
+               log: Callable = print, stack: bool = True, max_stack: int = 8, keep_going: bool = False) -> list[dict]:
+    """Train several runs on one corpus (folds, seeds, sweep trials), each into its own run folder; their
+    summaries in job order. The one entry point for many runs.
+
+    Runs of one architecture (equal ``stacked.stack_key``: same head structure, batch size and accumulation;
+    seeds, folds, learning rates, schedules and the head's ``per_run_options`` may differ) train side by side,
+    up to ``max_stack`` at a time (``training.stacked``): each still writes its own complete run folder and
+    ends with the metrics it would have alone, within float tolerance. A head that cannot be stacked, and
+    ``stack=False``, train one run at a time, as ``train`` does. A run stopped by ``stop_after`` ends the
+    list there (runs trained beside it stop too). ``keep_going``: a run that fails (non-finite loss, weights
+    or metrics) gives ``{"failed": message}`` and the others go on; else its error is raised.
+    """
+    from .stacked import StackedGroup, stack_key
+
+    trainers, groups, unstackable = [], {}, set()
     for k, (cfg, out) in enumerate(jobs):
+        tr = Trainer(cfg, out, corpus, progress, log)
+        trainers.append((tr, torch.get_rng_state()))   # the random state this run starts from, alone or stacked
+        key = stack_key(tr) if stack and len(jobs) > 1 else None
+        if key is None and stack and len(jobs) > 1:
+            unstackable.add(cfg.head)
         if len(jobs) > 1:
+            tr.tag = f"[run {k + 1}/{len(jobs)}: {f'{cfg.fold_key}={cfg.test_group}, ' if cfg.fold_key else ''}seed {cfg.seed}] "
+        groups.setdefault(key if key is not None else f"alone-{k}", []).append(k)
+    if unstackable:
+        log(f"head {', '.join(sorted(unstackable))} cannot be trained stacked: training its runs one at a time")
+    summaries: dict[int, dict] = {}
+
+    def alone(k: int) -> dict:
+        tr, rng = trainers[k]
+        if len(jobs) > 1:
+            cfg = jobs[k][0]
             where = f"{cfg.fold_key}={cfg.test_group}, " if cfg.fold_key else ""
-            log(f"--- run {k + 1}/{len(jobs)} ({where}seed {cfg.seed}) -> {out}")
-        summaries.append(Trainer(cfg, out, corpus, progress, log).run())
-        if "stopped_after" in summaries[-1]:
+            log(f"--- run {k + 1}/{len(jobs)} ({where}seed {cfg.seed}) -> {tr.out}")
+            tr.tag = ""
+        torch.set_rng_state(rng)
+        return tr.run()
+
+    for ks in groups.values():
+        for lo in range(0, len(ks), max_stack):
+            chunk = ks[lo:lo + max_stack]
+            if len(chunk) == 1:
+                try:
+                    summaries[chunk[0]] = alone(chunk[0])
+                except ConfigError as e:
+                    if not keep_going:
+                        raise
+                    log(f"--- run {chunk[0] + 1}/{len(jobs)} failed: {e}")
+                    summaries[chunk[0]] = {"failed": str(e)}
+            else:
+                log(f"--- runs {', '.join(str(k + 1) for k in chunk)} of {len(jobs)} train stacked "
+                    f"({jobs[chunk[0]][0].head}, {len(chunk)} runs side by side)")
+                group = StackedGroup([trainers[k][0] for k in chunk], progress, log, keep_going)
+                for k in chunk:
+                    group.rng[id(trainers[k][0])] = trainers[k][1]
+                for k, summary in zip(chunk, group.run()):
+                    summaries[k] = summary
+            if any("stopped_after" in summaries[k] for k in chunk):
+                break
+        else:
+            continue
+        break
+    out = []
+    for k in range(len(jobs)):
+        if k not in summaries:
             break
-    return summaries
+        out.append(summaries[k])
+        if "stopped_after" in summaries[k]:
+            break
+    return out
 
 
 def cross_validate(cfg: TrainConfig, out: str | Path, fold_key: str, progress: bool = True,
