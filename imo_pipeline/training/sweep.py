@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import inspect
 import json
 import math
 import os
@@ -342,9 +341,8 @@ def train_together(jobs: list[tuple[TrainConfig, Path]], corpus: Corpus) -> list
     trainer can); their summaries in order, ``{"failed": reason}`` for a run refused or stopped by an error."""
     from .trainer import train_runs
 
-    kw = {"keep_going": True} if "keep_going" in inspect.signature(train_runs).parameters else {}
     try:
-        out = train_runs(jobs, corpus, False, _quiet, **kw)
+        out = train_runs(jobs, corpus, False, _quiet, keep_going=True)
         if len(out) == len(jobs):
             return out
     except ImoError as e:
@@ -526,7 +524,7 @@ def stack_profile(head: str) -> tuple[bool, tuple[str, ...]]:
     from heads import HEADS
 
     cls = HEADS.get(head)
-    return bool(getattr(cls, "stackable", False)), tuple(getattr(cls, "per_run_options", ()))
+    return cls.stackable, cls.per_run_options
 
 
 @dataclass
