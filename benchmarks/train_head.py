@@ -160,6 +160,7 @@ STEPS = [  # (label, what switching it on changes); cumulative, in this order
     ("+ start-token-only blocks", "start_only"),
     ("+ numpy dropout masks", "fast_dropout"),
     ("+ fused AdamW", "fused_adamw"),
+    ("+ input norm folded", "fold_input_norm"),
 ]
 
 

@@ -111,9 +111,16 @@ class CrossAttentionHead(Head):
         for m in self.modalities:
             x, mask = batch[m]                                             # (K, B, T, L, D), (K, B, T)
             x = x[..., 0, :] if x.shape[-2] == 1 else x.mean(-2)           # (K, B, T, D)
-            if self.config.input_norm:
+            w, c = params[f"proj.{m}.weight"], params[f"proj.{m}.bias"]  # (K, d, D), (K, d)
+            if self.config.input_norm and not SPEEDUPS.fold_input_norm:    # the original path (benchmarks)
                 x = stacked_layer_norm(x, params[f"in_norm.{m}.weight"], params[f"in_norm.{m}.bias"])
-            h = stacked_linear(x, params[f"proj.{m}.weight"], params[f"proj.{m}.bias"])  # (K, B, T, d)
+            elif self.config.input_norm:
+                # LayerNorm(x) @ W^T + c = norm(x) @ (W * g)^T + (W b + c): the same function, whose backward
+                # needs no gradient of the D-wide input (nothing before it learns).
+                g, b = params[f"in_norm.{m}.weight"], params[f"in_norm.{m}.bias"]  # (K, D)
+                x = F.layer_norm(x, x.shape[-1:])
+                w, c = w * g.unsqueeze(1), c + torch.einsum("kdi,ki->kd", w, b)
+            h = stacked_linear(x, w, c)                                     # (K, B, T, d)
             K, B, T, d = h.shape
             start = params[f"start.{m}"].reshape(K, 1, 1, d).expand(K, B, 1, d)
             h = torch.cat([start, h], dim=2) + cached_positions(T + 1, d, str(h.device))  # (K, B, 1+T, d)

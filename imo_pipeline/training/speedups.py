@@ -19,6 +19,7 @@ class Speedups:
     fast_dropout: bool = True  # dropout masks from numpy's SFC64 bits, per run (off: torch.dropout)
     fast_batches: bool = True  # training batches gathered from the in-memory tables as tensors (off: per-item collate)
     fused_adamw: bool = True   # torch's fused AdamW kernel (off: its per-tensor loop)
+    fold_input_norm: bool = True  # the input LayerNorm's affine folded into the projection (off: LayerNorm, then Linear)
 
 
 SPEEDUPS = Speedups()
