@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=int, default=3, help="trials also run with plain `imo train --folds fold`")
     ap.add_argument("--workers", type=int, default=None, help="a local dask cluster (default: in the sweep process)")
     ap.add_argument("--head", default="cross_attention")
+    ap.add_argument("--threads", type=int, default=2, help="imo train --threads of every run (2: two stacks at once)")
     args = ap.parse_args()
 
     import optuna
@@ -76,10 +77,10 @@ def main() -> None:
     work = root / "sweep-bench" / time.strftime("%Y%m%d-%H%M%S")
     work.mkdir(parents=True)
     fixed = ["-m", "a,t,v", "--head", args.head, "--manifest", str(manifest), "--epochs", str(args.epochs),
-             "--folds", "fold", "--no-progress", *[x for m, p in stores.items() for x in ("--store", f"{m}={p}")]]
+             "--folds", "fold", "--threads", str(args.threads), "--no-progress", *[x for m, p in stores.items() for x in ("--store", f"{m}={p}")]]
     print(f"CPU: {os.cpu_count()} cores (shared with other jobs: one run's figures, measured side by side); cache "
           f"{root} ({args.utterances} utterances, 5 folds); head {args.head}, default space, {args.epochs} epochs, "
-          f"{args.trials} trials, --stack {args.stack}, final seeds {args.final_seeds}, "
+          f"{args.trials} trials, --stack {args.stack}, --threads {args.threads}, final seeds {args.final_seeds}, "
           f"{f'{args.workers} dask workers' if args.workers else 'in process'}", flush=True)
     extra = ["--workers", str(args.workers)] if args.workers else []
     total = imo("sweep", *fixed, "--trials", str(args.trials), "--stack", str(args.stack), "--final-seeds",
