@@ -124,8 +124,9 @@ def train(
     downsample: List[str] = typer.Option([], help="MODALITY=K: mean over K frames (default: audio to ~12.5 frames/s)."),
     max_frames: List[str] = typer.Option([], help="MODALITY=N: keep the first N stored frames, e.g. a=935,v=300 "
                                          "(before --downsample)."),
-    threads: Optional[int] = typer.Option(None, help=_d("threads", "CPU threads for the head (1 is fastest for small "
-                                          "heads; a spare core builds batches).")),
+    threads: Optional[int] = typer.Option(None, help=_d("threads", "CPU threads (1 is fastest for one small head; a "
+                                          "spare core builds batches). With several runs (--folds, --seeds, sweeps) "
+                                          "N trains them as N stacks at once, one core each: 2 on 2 cores.")),
     in_memory: Optional[str] = typer.Option(None, help=_d("in_memory", "auto (load when it fits in half the free "
                                             "RAM), yes or no.")),
     stop_after: Optional[int] = typer.Option(None, help="Stop each run after this many epochs; re-run without it to resume."),

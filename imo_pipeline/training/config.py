@@ -70,7 +70,8 @@ class TrainConfig:
     valid_fraction: float = 0.1            # share held out for validation where the manifest gives no valid split
     valid_rule: str = "speakers"           # speakers: a share of the training speakers (else of utterances)
     threads: int = 1                       # torch CPU threads (1: small head ops gain nothing from more, and
-                                           # a spare core assembles batches; more threads oversubscribe a shared CPU)
+                                           # a spare core assembles batches; more threads oversubscribe a shared CPU);
+                                           # runs trained stacked: this many stacks at once, one thread each
     in_memory: str = "auto"
     stop_after: int | None = None          # stop after this many epochs in total (resume later)
     modality_dropout: float = 0.0          # per sample, each modality absent with this probability (never all)
