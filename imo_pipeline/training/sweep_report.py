@@ -227,7 +227,7 @@ def _report_markdown(sd: SweepDir, cfg: TrainConfig, result: dict, final: dict |
         lines += ["| parameter | importance |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in imp.items()]
         lines += ["", f"![importance]({sd.IMPORTANCE})"]
     else:
-        lines.append(f"Not computed: {why}.")
+        lines.append(f"Not computed: {why.rstrip('.')}.")
     if (sd.path / sd.HISTORY).is_file() and any(r["state"] == "complete" for r in rows):
         lines += ["", "## Optimisation history", "", f"![history]({sd.HISTORY})"]
     lines += ["", f"## Trials ({sd.TRIALS_CSV})", "", _markdown_table(rows)]
