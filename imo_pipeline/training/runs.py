@@ -107,6 +107,20 @@ def _replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
+def write_atomic(dst: Path, data: bytes, tmp_suffix: str = _TMP) -> Path:
+    """``data`` written beside ``dst``, synced, then renamed onto it: readers see the old file or the new one,
+    never a part. A failed write (disk full, permissions) is one ConfigError line naming the file."""
+    tmp = dst.with_name(dst.name + tmp_suffix)
+    try:
+        _write_file(tmp, data)
+        _replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"could not write {dst} ({e.strerror or e}); free space or fix permissions, then "
+                          f"re-run the same command") from None
+    return dst
+
+
 def _sync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -424,16 +438,7 @@ class RunDir:
     # --- single files (each replaced atomically) ------------------------------------------------------------
     def _write(self, name: str, data: bytes) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
-        dst = self.path / self._owned(name)
-        tmp = dst.with_name(dst.name + _TMP)
-        try:
-            _write_file(tmp, data)
-            _replace(tmp, dst)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(f"could not write {dst} ({e.strerror or e}); free space or fix permissions, then "
-                              f"re-run the same command") from None
-        return dst
+        return write_atomic(self.path / self._owned(name), data)
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self._write(name, json_bytes(obj))

@@ -80,7 +80,7 @@ from ..errors import ConfigError, ImoError
 from ..paths import child
 from .config import TrainConfig
 from .data import Corpus, Table, open_corpus
-from .runs import RunDir, json_bytes
+from .runs import RunDir, json_bytes, write_atomic
 from .sweep_space import HEAD_PREFIX, Space
 
 SWEEP_FORMAT = 1
@@ -187,16 +187,7 @@ class SweepDir:
 
     def write(self, name: str, data: bytes | str) -> Path:
         """``name`` written aside and renamed (atomic)."""
-        dst = self.file(name)
-        tmp = dst.with_name(dst.name + ".tmp")
-        try:
-            tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-            os.replace(tmp, dst)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ConfigError(f"could not write {dst} ({e.strerror or e}); free space or fix permissions, then "
-                              f"re-run the same command to resume") from None
-        return dst
+        return write_atomic(self.file(name), data.encode() if isinstance(data, str) else data)
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write(name, json_bytes(obj))
